@@ -1,0 +1,63 @@
+"""Workers as child processes: parallel on any CPython 3.11+.
+
+Each child runs a fresh interpreter (spawned, never forked: forking a process
+with threads is unsafe) that inherits only its control socket.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from .._spec import WorkerSpec
+from .base import Host, WorkerHandle, bootstrap_code
+
+
+class ProcessHandle(WorkerHandle):
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self.process.kill()
+            self.process.wait()
+
+    def describe_exit(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "is still running"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+
+class ProcessesHost(Host):
+    name = "processes"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return None
+
+    def start_worker(self, control_fd: int, spec: WorkerSpec) -> WorkerHandle:
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", bootstrap_code(control_fd)],
+                pass_fds=(control_fd,), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(control_fd)
+        return ProcessHandle(process)

@@ -207,6 +207,9 @@ class Runtime:
             self._shutdown_now()
             self._close()
             raise
+        for endpoint in self.endpoints:
+            log.info("parallio: %s %s", "serving" if endpoint.kind == "server" else "connecting",
+                     endpoint)
 
     # -- the supervisor loop ------------------------------------------------
     def run(self, install_signal_handlers: bool = True) -> None:

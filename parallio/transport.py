@@ -169,6 +169,12 @@ class Transport:
             self._reading = False
             self.engine.stop_reading(self.fd)
         if not self._inflight and not self._queue:
+            # Not at once: a callback that closes may still return what to
+            # send last ("transport.close(); return b'bye'").
+            self.worker.call_later(0, self._finish_if_drained)
+
+    def _finish_if_drained(self) -> None:
+        if not self._closed and not self._inflight and not self._queue:
             self._finish(None)
 
     def abort(self) -> None:

@@ -305,8 +305,9 @@ def _read_spec(control_fd: int) -> WorkerSpec:
             return messages[0]
 
 
-def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> None:
-    """Run one worker until it is told to stop. Used by every host.
+def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
+    """Run one worker until it is told to stop; False if it failed or
+    crashed. Used by every host.
 
     ``spec`` is given directly in the threads host; elsewhere it is the first
     message on the control socket, and the worker loads the user's modules
@@ -340,14 +341,16 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> None:
             worker.engine.shutdown()
         _control.write_all(control_fd, _control.encode(("failed", seq_id, failure)))
         _context.set_worker(None)
-        return
+        return False
     try:
         worker.send_to_main(("ready", seq_id, {"io": worker.engine.name, "pid": os.getpid()}))
         worker.run()
         worker.send_to_main(("stopped", seq_id))
+        return True
     except BaseException:
+        # Ends this worker only; the main thread notices and restarts it.
         log.exception("worker %d crashed", seq_id)
-        raise
+        return False
     finally:
         worker.close_all()
         worker.engine.shutdown()

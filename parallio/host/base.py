@@ -44,4 +44,5 @@ def bootstrap_code(control_fd: int) -> str:
     makes the parent's import path its own so parallio and the user's modules
     import the same way."""
     return (f"import sys; sys.path[:] = {sys.path!r}\n"
-            f"from parallio.worker import worker_main; worker_main({control_fd})\n")
+            "from parallio.worker import worker_main\n"
+            f"if not worker_main({control_fd}): raise SystemExit(1)\n")

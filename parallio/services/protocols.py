@@ -47,7 +47,7 @@ class Daytime:
 
     def connection_made(self, transport: Transport) -> str:
         transport.close()
-        return formatdate(time.time(), localtime=False) + "\r\n"
+        return formatdate(time.time(), usegmt=True) + "\r\n"
 
 
 class Qotd:

@@ -72,6 +72,9 @@ class ProtocolSpec:
     def of(cls, protocol: type) -> "ProtocolSpec":
         if not isinstance(protocol, type):
             raise ProtocolError(f"a protocol must be a class, not {protocol!r}")
+        if getattr(protocol, "http11", False):
+            from .http.fastpath import fast_path_protocol
+            protocol = fast_path_protocol(protocol)
         lines_mode = bool(getattr(protocol, "lines_mode", False))
         if lines_mode and not callable(getattr(protocol, "lines_received", None)):
             raise ProtocolError(f"{protocol.__qualname__} sets lines_mode but has no lines_received")

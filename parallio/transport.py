@@ -62,7 +62,7 @@ class Transport:
         "worker", "engine", "fd", "protocol", "_spec", "_queue", "_queued_bytes",
         "_inflight", "_reading", "_paused", "_closing", "_closed", "_eof",
         "_send_seq", "_lines", "_peer", "_local", "_high_water", "_low_water",
-        "_data_received", "_send_complete", "is_client", "__weakref__",
+        "_data_received", "_send_complete", "is_client", "http_header", "__weakref__",
     )
 
     def __init__(self, worker: "Worker", fd: int, spec: ProtocolSpec,
@@ -89,6 +89,8 @@ class Transport:
         self.protocol: Any = None
         self._data_received: Any = None
         self._send_complete: Any = None
+        #: The request being answered, in the HTTP fast path (PyParallel's name).
+        self.http_header: Any = None
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:

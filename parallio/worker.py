@@ -68,6 +68,11 @@ class Worker:
         # Hooks that keep the worker busy (work items, timers of services):
         # each returns True while it has something pending.
         self.busy_checks: list[Callable[[], bool]] = []
+        # More counters for stats(), from the layers above (services).
+        self.stats_providers: list[Callable[[], dict[str, Any]]] = []
+        # Per-worker state of the layers above (HTTP timeouts, services),
+        # keyed by a name of the owning module.
+        self.state: dict[str, Any] = {}
         self.connections_total = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -148,7 +153,7 @@ class Worker:
     def run(self) -> None:
         poll = self.engine.poll
         timers = self._timers
-        self._report_idle()
+        self.report_idle()
         while self._running:
             if timers:
                 timeout = max(0.0, timers[0][0] - time.monotonic())
@@ -174,13 +179,15 @@ class Worker:
     def connection_closed(self, transport: Transport) -> None:
         self.connections.discard(transport)
         if not self.connections and (self._draining or not self.listeners):
-            self._report_idle()
+            self.report_idle()
 
     def is_idle(self) -> bool:
         return not self.listeners and not self.connections and not any(
             check() for check in self.busy_checks)
 
-    def _report_idle(self) -> None:
+    def report_idle(self) -> None:
+        """Tell the main thread when this worker became idle or busy; call it
+        whenever what a busy check watches may have changed."""
         if self._draining:
             if not self.connections:
                 self._running = False
@@ -198,7 +205,7 @@ class Worker:
             pass
 
     def stats(self) -> dict[str, Any]:
-        return {
+        stats = {
             "worker": self.seq_id,
             "pid": os.getpid(),
             "io": self.engine.name,
@@ -210,6 +217,9 @@ class Worker:
             "callbacks": self.callbacks,
             "callback_errors": self.callback_errors,
         }
+        for provider in self.stats_providers:
+            stats.update(provider())
+        return stats
 
     # -- control messages ---------------------------------------------------
     def add_control_handler(self, kind: str, handler: Callable[..., None]) -> None:
@@ -235,7 +245,7 @@ class Worker:
         for transport in list(self.connections):
             transport.close()
         self.call_later(drain_timeout, self.close_all)
-        self._report_idle()
+        self.report_idle()
 
     def _close_listeners(self) -> None:
         for sock in self.listeners:

@@ -167,3 +167,35 @@ class ClientHello:
     def data_received(self, transport, data):
         transport.close()
         return None
+
+
+class FastApp:
+    """The HTTP fast path (http11 = True)."""
+
+    http11 = True
+    header_timeout = 0.5
+    idle_timeout = 1.0
+
+    def index(self, transport, request):
+        return "<p>index</p>"
+
+    def plaintext(self, transport, request):
+        return b"Hello, World!"
+
+    def json(self, transport, request):
+        return {"message": "Hello, World!"}
+
+    def echo_header(self, transport, request):
+        return transport.http_header.headers.get("x-probe", "").encode()
+
+    def file(self, transport, request):
+        path = request.query
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % os.path.getsize(path))
+        transport.sendfile(head, path, None)
+
+    def boom(self, transport, request):
+        raise RuntimeError("boom")
+
+    def _private(self, transport, request):
+        return b"never"

@@ -310,6 +310,18 @@ def _head_bytes_error(head: Union[bytes, bytearray]) -> HttpError:
     return HttpError(400, "invalid character in head")
 
 
+def _reject_bare_lf(buf: Buffer, pos: int, scan: int) -> None:
+    """Raise if an LF without its CR arrived in a section still waiting for
+    its CRLFCRLF: an LF-only client would otherwise leave the parser waiting
+    for ever. Only bytes from ``scan`` on (those not searched before) are
+    looked at, which keeps a slowly arriving section linear."""
+    newline = buf.find(b"\n", max(pos, scan - 1))
+    while newline >= 0:
+        if newline == pos or buf[newline - 1] != 0x0D:
+            raise HttpError(400, "bare LF line ending (CRLF required)")
+        newline = buf.find(b"\n", newline + 1)
+
+
 def _check_field_bytes(block: Union[bytes, bytearray], line_count: int) -> None:
     # Once everything legal except CR/LF is deleted, only the CRLFs that
     # separate ``line_count`` lines may remain; anything else is a control
@@ -728,6 +740,7 @@ class RequestParser:
             pos += 2
             self._pos = pos
         size = len(buf)
+        _reject_bare_lf(buf, pos, self._scan)
         self._scan = max(pos, size - 3)
         if pos >= size:
             return
@@ -816,12 +829,15 @@ class RequestParser:
                     state = _CHUNK_DATA
                     continue
                 state = _TRAILERS
+                self._scan = pos
             # state == _TRAILERS
             if buf.startswith(b"\r\n", pos):
                 self._pos = pos + 2
                 return self._finish_body()
-            end = buf.find(b"\r\n\r\n", pos)
+            end = buf.find(b"\r\n\r\n", max(pos, self._scan))
             if end < 0:
+                _reject_bare_lf(buf, pos, self._scan)
+                self._scan = max(pos, size - 3)
                 if size - pos >= limits.max_header_block + 2:
                     raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
                 if buf[pos : pos + 1] not in (b"", b"\r") and buf[pos] not in _TCHAR:

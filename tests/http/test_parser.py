@@ -264,6 +264,17 @@ def test_bare_lf_line_endings_are_rejected(data: bytes) -> None:
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\nHost", b"GET / HTTP/1.1\r\nHost: h\nX", b"\n"])
+def test_bare_lf_is_rejected_without_waiting_for_the_head_to_end(data: bytes) -> None:
+    parser = RequestParser()
+    with pytest.raises(HttpError) as info:
+        for index in range(len(data)):
+            parser.feed(data[index : index + 1])
+            assert parser.next_request() is None
+    assert info.value.status == 400
+    assert "LF" in info.value.reason
+
+
 def test_leading_empty_lines_are_skipped() -> None:
     requests = assert_split_invariant(b"\r\n\r\n" + GET + b"\r\n" + GET)
     assert len(requests) == 2

@@ -1,0 +1,183 @@
+"""``python -m parallio.bench``: the whole benchmark suite, one command.
+
+Writes ``bench/results/<date>-<machine>.{json,md,png}`` (``--quick``: a
+smoke run into a temporary folder unless ``--output`` says otherwise) and
+prints the markdown table. Exit status 1 when a contender that ran answered
+wrongly or had errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import report
+from .harness import SCENARIOS, Bench, Progress, Settings, raise_fd_limit
+from .servers import Contender, parallio_contenders
+from .tools import ensure_binary, ensure_module
+from .wrk import wrk_version
+
+DOC_START = "<!-- bench:latest:start -->"
+DOC_END = "<!-- bench:latest:end -->"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m parallio.bench",
+        description="Benchmark parallio against asyncio, uvloop and nginx with wrk.")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: each run lasts a second, one round; checks that the "
+                             "harness works and every server answers correctly, not speed")
+    parser.add_argument("--duration", type=int, help="seconds per measured run "
+                        "(default 4; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; --quick 1)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated subset of %(default)s")
+    parser.add_argument("--output", type=Path,
+                        help="folder for the results (default bench/results; --quick: a "
+                             "temporary folder)")
+    parser.add_argument("--no-install", action="store_true",
+                        help="never apt-get/pip install missing tools (wrk is still required)")
+    parser.add_argument("--update-doc", type=Path, metavar="BENCHMARKS.md", nargs="?",
+                        const=Path("BENCHMARKS.md"),
+                        help="replace the latest table in this file (default BENCHMARKS.md)")
+    return parser
+
+
+def peer_contenders(install: bool, say: Progress) -> tuple[list[Contender], dict[str, str]]:
+    """asyncio, uvloop and nginx, each marked with why it cannot run when it
+    cannot; and the versions found."""
+    versions = {"uvloop": "", "nginx": ""}
+    contenders = [Contender("asyncio", "asyncio")]
+    if ensure_module("uvloop", install, say):
+        import uvloop
+        versions["uvloop"] = uvloop.__version__
+        contenders.append(Contender("uvloop", "uvloop"))
+    else:
+        reason = "uvloop does not import in this Python (pip install uvloop)"
+        contenders.append(Contender("uvloop", "uvloop", app_skip=reason, static_skip=reason))
+    nginx = ensure_binary("nginx", "nginx-light", install, say)
+    if nginx:
+        result = subprocess.run([nginx, "-v"], capture_output=True, text=True)
+        versions["nginx"] = (result.stderr or result.stdout).strip().rpartition("/")[2]
+        contenders.append(Contender("nginx", "nginx", binary=nginx))
+    else:
+        reason = "nginx is not installed (apt-get install nginx-light)"
+        contenders.append(Contender("nginx", "nginx", app_skip=reason, static_skip=reason))
+    return contenders, versions
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cpus = os.cpu_count() or 1
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()) or "machine"
+    return {"name": f"{name}-{cpus}cpu", "cpu": cpu, "cpus": cpus,
+            "kernel": platform.release(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}"
+                      + ("" if getattr(sys, "_is_gil_enabled", lambda: True)() else " (no GIL)")}
+
+
+def update_doc(path: Path, table: str) -> bool:
+    """Put ``table`` between the markers in ``path``; False if they are
+    missing."""
+    text = path.read_text()
+    start, end = text.find(DOC_START), text.find(DOC_END)
+    if start < 0 or end < start:
+        return False
+    path.write_text(text[:start + len(DOC_START)] + "\n" + table + text[end:])
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    settings = Settings.for_mode(args.quick, duration=args.duration, rounds=args.rounds,
+                                 scenarios=scenarios)
+    say = Progress()
+    install = not args.no_install
+    say("checking tools ...")
+    wrk = ensure_binary("wrk", "wrk", install, say)
+    if wrk is None:
+        say("wrk is required and could not be installed: apt-get install -y wrk")
+        return 2
+    # A smoke run installs only what it cannot do without.
+    peers, versions = peer_contenders(install and not settings.quick, say)
+    contenders = parallio_contenders() + peers
+    for contender in contenders:
+        if contender.app_skip:
+            say(f"  {contender.name}: skipped: {contender.app_skip}")
+        elif contender.static_skip:
+            say(f"  {contender.name}: no static file scenario: {contender.static_skip}")
+    raise_fd_limit()
+
+    started = time.monotonic()
+    now = datetime.datetime.now()
+    bench = Bench(settings, contenders, wrk, say)
+    bench.run()
+    info = machine()
+    results: dict[str, Any] = {
+        "suite": "parallio.bench",
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "machine": info,
+        "settings": dataclasses.asdict(settings),
+        "tools": {"wrk": wrk_version(wrk), **versions},
+        "peer_max_rps": bench.peer_max_rps,
+        "elapsed_s": time.monotonic() - started,
+        "rows": [row.as_dict() for row in bench.rows],
+    }
+    results["targets"] = report.targets(results["rows"], info["cpus"])
+
+    if args.output is not None:
+        output = args.output
+    elif settings.quick:
+        output = Path(tempfile.gettempdir()) / "parallio-bench-quick"
+    else:
+        output = Path("bench") / "results"
+    output.mkdir(parents=True, exist_ok=True)
+    stem = output / f"{now.strftime('%Y-%m-%d-%H%M')}-{info['name']}"
+    table = report.markdown(results)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(table)
+    if not settings.quick and not ensure_module("matplotlib", install, say):
+        say("  matplotlib is not available: no chart")
+    problem = report.chart(results, stem.with_suffix(".png"))
+    if problem:
+        say(f"  {problem}")
+    if args.update_doc is not None:
+        if update_doc(args.update_doc, table):
+            say(f"updated the latest table in {args.update_doc}")
+        else:
+            say(f"{args.update_doc} has no {DOC_START} ... {DOC_END} markers: not updated")
+    print(table)
+    say(f"results: {stem}.json, .md" + ("" if problem else ", .png"))
+    bad = [row for row in bench.rows if row.status == "failed"
+           or row.median.get("errors") or row.median.get("non_2xx")]
+    for row in bad:
+        say(f"PROBLEM: {row.scenario} {row.contender}: {row.reason or 'errors under load'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""From a run's rows to the targets, the markdown tables and the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+Rows = list[dict[str, Any]]
+
+TARGETS = {
+    "P1": "plaintext on 1 core >= 1.3x asyncio and >= 1.1x uvloop (requests per server CPU-second)",
+    "P2": "CPU-heavy handler on 2 workers >= 1.9x asyncio (one loop); on more cores, "
+          "scaling within 10% of linear",
+    "P3": "p99 at 80% load no worse than asyncio's",
+    "P4": "1 MB static file >= 0.8x nginx (requests per server CPU-second)",
+}
+
+
+def select(rows: Rows, scenario: str, status: str | None = "ok", **variant: Any) -> Rows:
+    return [row for row in rows if row["scenario"] == scenario
+            and (status is None or row["status"] == status)
+            and all(row["variant"].get(key) == value for key, value in variant.items())]
+
+
+def family_row(rows: Rows, family: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row["family"] == family), None)
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def best(rows: Rows, key: str, lowest: bool = False) -> dict[str, Any] | None:
+    parallio = [row for row in rows if row["family"] == "parallio" and key in row["median"]]
+    if not parallio:
+        return None
+    choose = min if lowest else max
+    return choose(parallio, key=lambda row: row["median"][key])
+
+
+def _skipped_parallio(rows: Rows, scenario: str) -> str:
+    reasons = {row["reason"] for row in select(rows, scenario, status=None)
+               if row["family"] == "parallio" and row["status"] != "ok"}
+    return "; ".join(sorted(reasons)) or "no parallio contender ran"
+
+
+def targets(rows: Rows, cores: int) -> list[dict[str, Any]]:
+    """Each target: its figures, and met True/False (None: not measured)."""
+    results = []
+
+    plain = select(rows, "per_core", route="plaintext")
+    top = best(plain, "capacity_rps")
+    asyncio_row, uvloop_row = family_row(plain, "asyncio"), family_row(plain, "uvloop")
+    if top and asyncio_row:
+        vs_asyncio = ratio(top["median"]["capacity_rps"], asyncio_row["median"]["capacity_rps"])
+        vs_uvloop = uvloop_row and ratio(top["median"]["capacity_rps"],
+                                         uvloop_row["median"]["capacity_rps"])
+        met = vs_asyncio >= 1.3 and (vs_uvloop is None or vs_uvloop >= 1.1)
+        text = f"{top['contender']}: {fmt_ratio(vs_asyncio)} asyncio, " + (
+            f"{fmt_ratio(vs_uvloop)} uvloop" if vs_uvloop else "uvloop not measured")
+        results.append(dict(id="P1", met=met, result=text, vs_asyncio=vs_asyncio,
+                            vs_uvloop=vs_uvloop))
+    else:
+        results.append(dict(id="P1", met=None, result=_skipped_parallio(rows, "per_core")))
+
+    scaling = select(rows, "scaling")
+    one_loop = family_row([row for row in scaling if row["variant"]["workers"] == 1], "asyncio")
+    two = best([row for row in scaling if row["variant"]["workers"] == min(2, cores)], "rps")
+    if two and one_loop:
+        vs_one_loop = ratio(two["median"]["rps"], one_loop["median"]["rps"])
+        text = f"{two['contender']} x{two['variant']['workers']}: {fmt_ratio(vs_one_loop)} asyncio"
+        met = vs_one_loop >= 1.9 if cores >= 2 else None
+        if cores > 2:
+            widest = best([row for row in scaling if row["variant"]["workers"] == cores], "rps")
+            single = widest and next(
+                (row for row in scaling if row["contender"] == widest["contender"]
+                 and row["variant"]["workers"] == 1), None)
+            efficiency = single and ratio(widest["median"]["rps"],
+                                          cores * single["median"]["rps"])
+            text += f"; x{cores}: {efficiency:.0%} of linear" if efficiency else ""
+            met = bool(met and efficiency and efficiency >= 0.9)
+        results.append(dict(id="P2", met=met, result=text, vs_one_loop=vs_one_loop))
+    else:
+        results.append(dict(id="P2", met=None, result=_skipped_parallio(rows, "scaling")))
+
+    heavy = select(rows, "latency", load=0.8)
+    top = best(heavy, "p99_ms", lowest=True)
+    asyncio_row = family_row(heavy, "asyncio")
+    if top and asyncio_row:
+        mine, theirs = top["median"]["p99_ms"], asyncio_row["median"]["p99_ms"]
+        results.append(dict(id="P3", met=mine <= theirs,
+                            result=f"{top['contender']}: p99 {mine:.2f} ms, asyncio {theirs:.2f} ms",
+                            p99_ms=mine, asyncio_p99_ms=theirs))
+    else:
+        results.append(dict(id="P3", met=None, result=_skipped_parallio(rows, "latency")))
+
+    static = select(rows, "static")
+    top, nginx_row = best(static, "capacity_rps"), family_row(static, "nginx")
+    if top and nginx_row:
+        vs_nginx = ratio(top["median"]["capacity_rps"], nginx_row["median"]["capacity_rps"])
+        results.append(dict(id="P4", met=vs_nginx >= 0.8, vs_nginx=vs_nginx,
+                            result=f"{top['contender']}: {fmt_ratio(vs_nginx)} nginx"))
+    else:
+        why = "nginx not measured" if top else _skipped_parallio(rows, "static")
+        results.append(dict(id="P4", met=None, result=why))
+    for target in results:
+        target["text"] = TARGETS[target["id"]]
+    return results
+
+
+# -- markdown ---------------------------------------------------------------
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(line) + " |" for line in lines)]
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _errors(median: dict[str, Any]) -> str:
+    errors, non_2xx = median.get("errors", 0), median.get("non_2xx", 0)
+    return "0" if not errors and not non_2xx else f"**{errors} errors, {non_2xx} non-2xx**"
+
+
+def _not_run(rows: Rows) -> list[str]:
+    seen, lines = set(), []
+    for row in rows:
+        if row["status"] != "ok" and row["contender"] not in seen:
+            seen.add(row["contender"])
+            lines.append(f"- {row['contender']}: {row['status']}: {row['reason'].splitlines()[0]}")
+    return [""] + lines if lines else []
+
+
+def _section(title: str, rows: Rows, header: list[str],
+             line: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    ran = [row for row in rows if row["status"] == "ok"]
+    body = _table(header, [line(row) for row in ran]) if ran else ["(nothing ran)"]
+    return ["", f"### {title}", "", *body, *_not_run(rows)]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows: Rows = results["rows"]
+    machine = results["machine"]
+    settings = results["settings"]
+    out = [
+        f"Run {results['date']} on `{machine['name']}`: {machine['cpu']}, {machine['cpus']} CPUs, "
+        f"Linux {machine['kernel']}, Python {machine['python']}; {results['tools']['wrk']}, "
+        f"nginx {results['tools']['nginx'] or 'not installed'}, "
+        f"uvloop {results['tools']['uvloop'] or 'not installed'}.",
+        f"{settings['duration']} s per measured run, {settings['rounds']} rounds (medians; "
+        f"errors summed over rounds){', QUICK smoke run: not a measurement' if settings['quick'] else ''}. "
+        f"Whole suite: {results['elapsed_s'] / 60:.1f} min.",
+        "", "### Targets", "",
+        *_table(["target", "result", "met"],
+                [[f"{t['id']}: {t['text']}", t["result"],
+                  {True: "yes", False: "**no**", None: "not measured"}[t["met"]]]
+                 for t in results["targets"]]),
+    ]
+
+    for route in ("plaintext", "json"):
+        chosen = select(rows, "per_core", status=None, route=route)
+        ran = select(chosen, "per_core", route=route)
+        base = family_row(ran, "asyncio")
+        base_capacity = base and base["median"]["capacity_rps"]
+        out += _section(
+            f"1. Per core: /{route}, 1 worker on CPU 0 (shared with a busy loop), wrk on CPU 1",
+            chosen,
+            ["contender", "req/s (half a core)", "req per CPU-s", "vs asyncio",
+             "CPU s per 10k req", "p99 ms", "peak RSS MB", "errors"],
+            lambda row, base_capacity=base_capacity: [
+                row["contender"], _num(row["median"]["rps"]),
+                _num(row["median"]["capacity_rps"]),
+                fmt_ratio(ratio(row["median"]["capacity_rps"], base_capacity)),
+                _num(row["median"]["cpu_s_per_10k"], 3), _num(row["median"]["p99_ms"], 2),
+                _num(row["median"]["peak_rss_mb"], 1), _errors(row["median"])])
+
+    scaling = select(rows, "scaling", status=None)
+    ran = select(rows, "scaling")
+    one_loop = family_row([row for row in ran if row["variant"]["workers"] == 1], "asyncio")
+    singles = {row["contender"]: row["median"]["rps"] for row in ran
+               if row["variant"]["workers"] == 1}
+    out += _section(
+        "2. Scaling: /cpu (~1 ms of Python per request), 1..cores workers, nothing pinned",
+        sorted(scaling, key=lambda row: (row["contender"], row["variant"]["workers"])),
+        ["contender", "workers", "req/s", "vs asyncio (one loop)", "of linear",
+         "CPU s per 10k req", "p99 ms", "peak RSS MB", "errors"],
+        lambda row: [
+            row["contender"], str(row["variant"]["workers"]), _num(row["median"]["rps"]),
+            fmt_ratio(ratio(row["median"]["rps"], one_loop and one_loop["median"]["rps"])),
+            _pct(ratio(row["median"]["rps"],
+                       row["variant"]["workers"] * singles.get(row["contender"], 0))),
+            _num(row["median"]["cpu_s_per_10k"], 2), _num(row["median"]["p99_ms"], 1),
+            _num(row["median"]["peak_rss_mb"], 1), _errors(row["median"])])
+
+    static = select(rows, "static", status=None)
+    ran = select(rows, "static")
+    base, nginx_row = family_row(ran, "asyncio"), family_row(ran, "nginx")
+    out += _section(
+        "3. Static 1 MiB file, 1 worker on CPU 0 (shared with a busy loop), wrk on CPU 1",
+        static,
+        ["contender", "req/s (half a core)", "MB/s", "req per CPU-s", "vs asyncio", "vs nginx",
+         "CPU s per 10k req", "peak RSS MB", "errors"],
+        lambda row: [
+            row["contender"], _num(row["median"]["rps"]), _num(row["median"]["mb_per_s"]),
+            _num(row["median"]["capacity_rps"]),
+            fmt_ratio(ratio(row["median"]["capacity_rps"], base and base["median"]["capacity_rps"])),
+            fmt_ratio(ratio(row["median"]["capacity_rps"],
+                            nginx_row and nginx_row["median"]["capacity_rps"])),
+            _num(row["median"]["cpu_s_per_10k"], 2), _num(row["median"]["peak_rss_mb"], 1),
+            _errors(row["median"])])
+
+    idle = select(rows, "idle", status=None)
+    base = family_row(select(rows, "idle"), "asyncio")
+    out += _section(
+        "4. Idle keep-alive connections (each asked once, then held open)", idle,
+        ["contender", "connections", "RSS before MB", "RSS after MB", "KiB per connection",
+         "vs asyncio", "errors"],
+        lambda row: [
+            row["contender"], str(row["variant"]["connections"]),
+            _num(row["median"]["rss_before_mb"], 1), _num(row["median"]["rss_after_mb"], 1),
+            _num(row["median"]["bytes_per_connection"] / 1024, 1),
+            fmt_ratio(ratio(row["median"]["bytes_per_connection"],
+                            base and base["median"]["bytes_per_connection"])),
+            _errors(row["median"])])
+
+    latency = select(rows, "latency", status=None)
+    peak = results.get("peer_max_rps")
+    title = "5. Latency at a fixed rate, 1 worker on CPU 0, wrk on CPU 1 (paced in Lua)"
+    if peak:
+        title += f"; asyncio's maximum here: {peak:,.0f} req/s"
+    bases = {row["variant"]["load"]: row for row in select(rows, "latency")
+             if row["family"] == "asyncio"}
+    out += _section(
+        title, sorted(latency, key=lambda row: (row["variant"]["load"], row["contender"])),
+        ["contender", "load", "target req/s", "achieved req/s", "p50 ms", "p99 ms", "p99.9 ms",
+         "p99 vs asyncio", "errors"],
+        lambda row: [
+            row["contender"], f"{row['variant']['load']:.0%}", _num(row["variant"]["rate"]),
+            _num(row["median"]["rps"]) + (
+                "" if row["median"]["rps"] >= 0.95 * row["variant"]["rate"] else " (short)"),
+            _num(row["median"]["p50_ms"], 3), _num(row["median"]["p99_ms"], 3),
+            _num(row["median"]["p999_ms"], 3),
+            fmt_ratio(ratio(row["median"]["p99_ms"],
+                            bases.get(row["variant"]["load"], {}).get("median", {}).get("p99_ms"))),
+            _errors(row["median"])])
+    return "\n".join(out) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+# -- chart --------------------------------------------------------------------
+
+def chart(results: dict[str, Any], path: Path) -> str | None:
+    """Draw the PNG; returns why not when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib): no chart"
+    rows: Rows = results["rows"]
+    cores = results["machine"]["cpus"]
+    groups = [
+        ("plaintext\nreq/CPU-s", select(rows, "per_core", route="plaintext"), "capacity_rps"),
+        ("json\nreq/CPU-s", select(rows, "per_core", route="json"), "capacity_rps"),
+        ("1 MiB file\nreq/CPU-s", select(rows, "static"), "capacity_rps"),
+        (f"/cpu x{cores}\nreq/s", [row for row in select(rows, "scaling")
+                                   if row["variant"]["workers"] == cores], "rps"),
+    ]
+    names = sorted({row["contender"] for _, group, _ in groups for row in group},
+                   key=lambda name: (not name.startswith("parallio"), name))
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(14, 5.5))
+    width = 0.8 / max(len(names), 1)
+    for index, name in enumerate(names):
+        heights = []
+        for _, group, key in groups:
+            row = next((row for row in group if row["contender"] == name), None)
+            base = family_row(group, "asyncio")
+            heights.append(ratio(row["median"][key], base and base["median"][key])
+                           if row else 0.0)
+        bars.bar([g + index * width for g in range(len(groups))],
+                 [h or 0.0 for h in heights], width, label=name)
+    bars.axhline(1.0, color="black", linewidth=0.8)
+    bars.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))],
+                    [label for label, _, _ in groups])
+    bars.set_ylabel("throughput relative to asyncio (same run)")
+    bars.set_title("Throughput per scenario")
+    bars.legend(fontsize=8)
+
+    scaling = select(rows, "scaling")
+    for name in sorted({row["contender"] for row in scaling}):
+        points = sorted((row["variant"]["workers"], row["median"]["rps"])
+                        for row in scaling if row["contender"] == name)
+        lines.plot([w for w, _ in points], [r for _, r in points], marker="o", label=name)
+    one_loop = family_row([row for row in scaling if row["variant"]["workers"] == 1], "asyncio")
+    if one_loop:
+        linear = [w * one_loop["median"]["rps"] for w in range(1, cores + 1)]
+        lines.plot(range(1, cores + 1), linear, linestyle=":", color="grey",
+                   label="linear from one asyncio loop")
+    lines.set_xlabel("workers")
+    lines.set_ylabel("requests/s, /cpu (~1 ms of Python each)")
+    lines.set_xticks(range(1, cores + 1))
+    lines.set_title("Scaling with workers")
+    lines.legend(fontsize=8)
+    figure.suptitle(f"parallio bench {results['date']} on {results['machine']['name']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return None

@@ -306,9 +306,22 @@ class Transport:
         if result is None:
             return 0
         self._send_seq += 1
-        self._append(to_buffers(result), self._send_seq)
+        send_id = self._send_seq
+        if result.__class__ is bytes and not self._inflight and not self._queue:
+            # The common case, kept short: nothing waiting, send at once.
+            self._queue.append(_Send(result, send_id))
+            self._queued_bytes += len(result)
+            if result:
+                self._inflight = True
+                self.engine.send(self.fd, result, self._on_sent)
+                if self._queued_bytes > self._high_water:
+                    self._pause_reading()
+            else:
+                self._pump()
+            return send_id
+        self._append(to_buffers(result), send_id)
         self._after_queueing()
-        return self._send_seq
+        return send_id
 
     def _append(self, buffers: Any, send_id: int) -> None:
         if buffers.__class__ is list:
@@ -323,7 +336,11 @@ class Transport:
     def _after_queueing(self) -> None:
         if not self._inflight:
             self._pump()
-        if self._queued_bytes > self._high_water and self._reading:
+        if self._queued_bytes > self._high_water:
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if self._reading:
             self._paused = True
             self._reading = False
             self.engine.stop_reading(self.fd)

@@ -179,4 +179,4 @@ def test_idle_keep_alive_connection_closes(combo):
             assert get(sock, b"/plaintext", bytearray())[2] == b"Hello, World!"
             started = time.monotonic()
             assert recv_all(sock) == b""
-            assert 0.9 < time.monotonic() - started < 5
+            assert 0.9 < time.monotonic() - started < 10

@@ -131,15 +131,24 @@ class EpollEngine(Engine):
         self._update(state)
 
     def send(self, fd: int, data: Buffer, on_sent: ResultCallback) -> None:
-        def attempt() -> int | None:
-            try:
-                return os.write(fd, data)
-            except BlockingIOError:
-                return None
-            except OSError as exc:
-                return _errno_of(exc)
+        # Tried at once, inline: this is the per-response hot path, and a
+        # socket with room in its buffer is by far the common case.
+        try:
+            result = os.write(fd, data)
+        except BlockingIOError:
+            def attempt() -> int | None:
+                try:
+                    return os.write(fd, data)
+                except BlockingIOError:
+                    return None
+                except OSError as exc:
+                    return _errno_of(exc)
 
-        self._start_write(fd, attempt, on_sent)
+            self._start_write(fd, attempt, on_sent)
+            return
+        except OSError as exc:
+            result = _errno_of(exc)
+        self._ready.append((self._state(fd), on_sent, result))
 
     def sendmsg(self, fd: int, buffers: Sequence[Buffer], on_sent: ResultCallback) -> None:
         def attempt() -> int | None:

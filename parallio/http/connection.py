@@ -58,7 +58,8 @@ class HttpProtocol:
         self.last_activity = now = time.monotonic()
         try:
             parser.feed(data)
-            for request in parser:
+            next_request = parser.next_request
+            while (request := next_request()) is not None:
                 self.request_started = None
                 keep_alive = self._dispatch(transport, request)
                 if not keep_alive or transport.closing:

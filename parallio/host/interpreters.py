@@ -26,6 +26,30 @@ except ImportError:  # pragma: no cover - depends on the Python running
     _interpreters = None
 
 
+# CPython 3.13's C datetime module corrupts the heap when interpreters that
+# imported it are torn down (python/cpython#136423; seen here as glibc
+# aborting with "double free" in about 1 shutdown in 6). Workers on 3.13 use
+# the pure-Python implementation instead, which CPython ships and tests as an
+# exact equivalent; extensions needing the datetime C API then fail the
+# import probe, and `auto` picks processes for them.
+_PRELUDE = ("import sys; sys.modules['_datetime'] = None\n"
+            if sys.version_info[:2] == (3, 13) else "")
+
+
+def run_in_new_interpreter(code: str) -> str | None:
+    """Run ``code`` in a fresh isolated interpreter; returns a description of
+    the exception it raised, or None."""
+    assert _interpreters is not None
+    interp = _interpreters.create("isolated")
+    try:
+        failure = _interpreters.exec(interp, _PRELUDE + code)
+    finally:
+        _interpreters.destroy(interp)
+    if failure is None:
+        return None
+    return getattr(failure, "errdisplay", None) or f"{failure.type.__name__}: {failure.msg}"
+
+
 class InterpreterHandle(WorkerHandle):
     def __init__(self, thread: threading.Thread) -> None:
         self.thread = thread
@@ -39,20 +63,6 @@ class InterpreterHandle(WorkerHandle):
 
     def describe_exit(self) -> str:
         return f"ended with {self.error}" if self.error else "ended"
-
-
-def run_in_new_interpreter(code: str) -> str | None:
-    """Run ``code`` in a fresh isolated interpreter; returns a description of
-    the exception it raised, or None."""
-    assert _interpreters is not None
-    interp = _interpreters.create("isolated")
-    try:
-        failure = _interpreters.exec(interp, code)
-    finally:
-        _interpreters.destroy(interp)
-    if failure is None:
-        return None
-    return getattr(failure, "errdisplay", None) or f"{failure.type.__name__}: {failure.msg}"
 
 
 class InterpretersHost(Host):

@@ -41,6 +41,14 @@ class MessageReader:
             del buffer[:end]
         return messages
 
+    def missing(self) -> int:
+        """Bytes still needed to complete the next message (its length
+        first): reading no more than that takes no byte of the one after."""
+        buffer = self._buffer
+        if len(buffer) < 4:
+            return 4 - len(buffer)
+        return 4 + _LENGTH.unpack_from(buffer)[0] - len(buffer)
+
 
 def write_all(fd: int, data: bytes) -> None:
     """Write everything, waiting when a non-blocking descriptor is full."""

@@ -163,6 +163,13 @@ class Runtime:
         self._pending_calls: list[Callable[[], None]] = []
         self._finished = threading.Event()
         self.supervisor_ident: int | None = None
+        # Main-side work that keeps run() going although every worker is
+        # idle (queued work items, timers of services): True while pending.
+        self.busy_checks: list[Callable[[], bool]] = []
+        #: Called on the supervisor thread once the workers are gone.
+        self.close_callbacks: list[Callable[[], None]] = []
+        for hook in _runtime_hooks:
+            hook(self)
 
     # -- starting workers -------------------------------------------------
     def _spec(self, seq_id: int) -> WorkerSpec:
@@ -203,6 +210,9 @@ class Runtime:
                     raise WorkerStartupError(
                         f"workers did not start within {STARTUP_TIMEOUT:.0f} s")
                 self._process(0.1, starting=True)
+                # A worker may die after it was ready (its first work item
+                # crashed it) while the others still start.
+                self._restart_due()
         except BaseException:
             self._shutdown_now()
             self._close()
@@ -234,10 +244,12 @@ class Runtime:
         self.supervisor_ident = threading.get_ident()
         try:
             while not self._stop_requested:
-                self._process(self._next_restart_delay())
-                self._restart_due()
+                # Checked before waiting: the work may all be done already,
+                # while the workers were still starting.
                 if not any(e.kind == "server" for e in self.endpoints) and self._all_idle():
                     break
+                self._process(self._next_restart_delay())
+                self._restart_due()
             self._drain()
         finally:
             self._close()
@@ -250,7 +262,8 @@ class Runtime:
         return max(0.0, min(due) - time.monotonic())
 
     def _all_idle(self) -> bool:
-        return all(slot.ready and slot.idle for slot in self._slots) and not self._pending_calls
+        return (all(slot.ready and slot.idle for slot in self._slots)
+                and not self._pending_calls and not any(check() for check in self.busy_checks))
 
     def _process(self, timeout: float | None, starting: bool = False) -> None:
         for key, _events in self._selector.select(timeout):
@@ -283,6 +296,7 @@ class Runtime:
         if kind == "ready":
             slot.ready = True
             slot.info = message[2]
+            self._notify("worker_ready", slot.seq_id)
         elif kind == "failed":
             failure = message[2]
             if starting:
@@ -302,8 +316,18 @@ class Runtime:
             self._message_handlers[kind](slot.seq_id, *message[1:])
 
     def add_message_handler(self, kind: str, handler: Callable[..., None]) -> None:
-        """Handle worker messages ``(kind, ...)`` on the supervisor thread."""
+        """Handle worker messages ``(kind, ...)`` on the supervisor thread.
+
+        The runtime itself sends two, with no arguments: ``worker_ready``
+        once a worker serves (again after a restart) and ``worker_gone``
+        when its control socket closes (it stopped or died).
+        """
         self._message_handlers[kind] = handler
+
+    def _notify(self, kind: str, seq_id: int) -> None:
+        handler = self._message_handlers.get(kind)
+        if handler is not None:
+            handler(seq_id)
 
     def call_soon(self, call: Callable[[], None]) -> None:
         """Run ``call`` on the supervisor thread (thread-safe)."""
@@ -314,6 +338,7 @@ class Runtime:
         self._selector.unregister(slot.sock)
         slot.sock.close()
         slot.sock = None
+        self._notify("worker_gone", slot.seq_id)
         assert slot.handle is not None
         slot.handle.join(1.0)
         if self._stopping or slot.stopped:
@@ -357,6 +382,8 @@ class Runtime:
             self._wakeup_w.send(b"\0")
         except BlockingIOError:
             pass  # already awake
+        except OSError:
+            pass  # closed: the supervisor is done, stop() and call_soon() come too late
 
     def stats(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Per-worker counters, asked of every live worker."""
@@ -434,9 +461,19 @@ class Runtime:
             if endpoint.placeholder is not None:
                 endpoint.placeholder.close()
                 endpoint.placeholder = None
+        for callback in self.close_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("parallio: a close callback failed")
 
     def __enter__(self) -> "Runtime":
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+#: Called with each new :class:`Runtime` at the end of its ``__init__``:
+#: services add their message handlers, busy checks and extras this way.
+_runtime_hooks: list[Callable[[Runtime], None]] = []

@@ -304,15 +304,19 @@ def load_main_module(main: MainModule) -> None:
 
 
 def _read_spec(control_fd: int) -> WorkerSpec:
+    # Exactly the first message: what the main thread sent after it (a stop
+    # during a restart, work for this worker) is the worker loop's to read.
     reader = _control.MessageReader()
+    wanted = 4
     while True:
         select.select([control_fd], [], [])
-        data = os.read(control_fd, 65536)
+        data = os.read(control_fd, wanted)
         if not data:
             raise ConnectionError("the main thread went away before sending the worker spec")
         messages = reader.feed(data)
         if messages:
             return messages[0]
+        wanted = reader.missing()
 
 
 def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:

@@ -57,7 +57,10 @@ class ProcessesHost(Host):
         try:
             process = subprocess.Popen(
                 [sys.executable, "-c", bootstrap_code(control_fd)],
-                pass_fds=(control_fd,), stdin=subprocess.DEVNULL)
+                # Services list descriptors every worker needs (shared
+                # memory, main-thread reply pipes) under extras["pass_fds"].
+                pass_fds=(control_fd, *spec.extras.get("pass_fds", ())),
+                stdin=subprocess.DEVNULL)
         finally:
             os.close(control_fd)
         return ProcessHandle(process)

@@ -15,12 +15,37 @@ from .protocol import ProtocolError
 from .runtime import Runtime, WorkerStartupError, cpu_count, make_client, make_server
 from .protocol import ObjectRef
 from .transport import Transport
+from .services import _hub as _services
+from .services.introspect import (PROMETHEUS_CONTENT_TYPE, active_contexts, context_stats,
+                                  gmtime, prometheus_text, rdtsc, socket_stats)
+from .services.mainthread import (MainThreadGone, call_from_main_thread,
+                                  call_from_main_thread_and_wait)
+from .services.shared import (AssignmentError, ProtectionError, SharedBuffer, protect, protected,
+                              share, shared, unshare)
+from .services.timers import Timer, timer
+from .services.work import WorkerLost, submit_work
 
 __all__ = [
     "server", "client", "register", "run", "start", "transport", "thread_seq_id",
     "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport", "Endpoint",
     "ProtocolError", "WorkerStartupError",
+    # PyParallel's services. parallio.map, parallio.dict and parallio.list are
+    # left out of * on purpose: they would shadow the builtins.
+    "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
+    "share", "shared", "unshare", "protect", "protected", "SharedBuffer", "active_contexts",
+    "socket_stats", "context_stats", "rdtsc", "gmtime", "prometheus_text",
+    "PROMETHEUS_CONTENT_TYPE", "AssignmentError", "ProtectionError", "WorkerLost",
+    "MainThreadGone",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # A module attribute, not a global, so code in this module still gets
+    # the builtins under these names.
+    if name in ("map", "dict", "list"):
+        from .services import shared as _shared, work as _work
+        return {"map": _work.map, "dict": _shared.dict, "list": _shared.list}[name]
+    raise AttributeError(f"module 'parallio' has no attribute {name!r}")
 
 # What the main thread registered, waiting for run().
 _registered: list[Endpoint] = []
@@ -69,31 +94,40 @@ def start(workers: int | None = None, parallel: str = "auto", io: str = "auto",
 def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
         drain_timeout: float = 10.0) -> None:
     """Serve what was registered on every core until SIGINT or SIGTERM (or,
-    with no server, until nothing is left to do), then drain and return.
+    with no server, until nothing is left to do: no work item, no started
+    timer), then drain and return.
 
     ``workers`` defaults to :func:`cpu_count`; ``parallel`` is ``auto``,
     ``threads``, ``interpreters`` or ``processes``; ``io`` is ``auto``,
     ``uring`` or ``epoll``.
+
+    Raises the first exception that nothing handled meanwhile -- from a work
+    item without an errback, or a :func:`call_from_main_thread` -- once the
+    workers have stopped (each was logged when it happened).
     """
     global _current
     if _context.in_worker_import():
         return
     runtime = _take_registered(workers, parallel, io, drain_timeout)
+    _services.take_unhandled()  # logged already; this run reports its own
     _current = runtime
     try:
         runtime.run()
     finally:
         _current = None
+    _services.raise_unhandled()
 
 
 def _take_registered(workers: int | None, parallel: str, io: str,
                      drain_timeout: float) -> Runtime:
     _check_main("run")
-    if not _registered:
-        raise RuntimeError("nothing to run: register a protocol with a server or client first")
+    refs = _services.pending_refs()
+    if not _registered and refs is None:
+        raise RuntimeError("nothing to run: register a protocol with a server or client, "
+                           "submit work or start a timer first")
     endpoints = list(_registered)
     _registered.clear()
-    return Runtime(endpoints, workers, parallel, io, drain_timeout)
+    return Runtime(endpoints, workers, parallel, io, drain_timeout, extras={"refs": refs or []})
 
 
 def _check_main(name: str) -> None:

@@ -144,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": dataclasses.asdict(settings),
         "tools": {"wrk": wrk_version(wrk), **versions},
         "peer_max_rps": bench.peer_max_rps,
+        "background_busy": bench.background,
         "elapsed_s": time.monotonic() - started,
         "rows": [row.as_dict() for row in bench.rows],
     }

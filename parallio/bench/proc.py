@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -102,3 +103,22 @@ class PeakRssSampler:
         self._stopped.set()
         self._thread.join()
         return self.peak
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """The share of all CPUs that was busy over the next ``seconds``: run
+    while nothing of the suite is working, it is what other processes
+    take from the measurements."""
+    busy_before, total_before = _cpu_jiffies()
+    time.sleep(seconds)
+    busy_after, total_after = _cpu_jiffies()
+    return (busy_after - busy_before) / max(total_after - total_before, 1)

@@ -31,7 +31,10 @@ http {{
     access_log off;
     server_tokens off;
     sendfile on;
-    tcp_nopush on;
+    # TCP_CORK around sendfile tripled nginx's system time per 1 MiB
+    # response over loopback on the project's machine (0.33 ms against
+    # 0.10 ms), for no gain in req/s.
+    tcp_nopush off;
     tcp_nodelay on;
     keepalive_timeout 300s;
     keepalive_requests 100000000;

@@ -447,6 +447,10 @@ class WorkerHub:
     def has_jobs(self) -> bool:
         return bool(self._jobs) or self._running_job
 
+    def job_count(self) -> int:
+        """Jobs queued, and the one running now."""
+        return len(self._jobs) + self._running_job
+
     def enqueue(self, job: Callable[[], None]) -> None:
         """Run ``job`` in this worker after the current callback, one job per
         turn of the loop so connections are served in between."""

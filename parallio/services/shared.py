@@ -395,6 +395,7 @@ class _Share:
         self._mapping: mmap.mmap | None = None
         self._anchor: Any = None
         self._local: Any = None
+        self._address_given = False
 
     def in_process_address(self) -> int:
         """The address of one private mapping of the memfd, made once and
@@ -426,16 +427,21 @@ class _Share:
         if host == "threads":
             return ("local", self)
         if host == "interpreters":
+            self._address_given = True
             return ("address", self.in_process_address(), self.size, self.layout, self.regions)
         return ("fd", self.fd, self.size, self.layout, self.regions)
 
     def close(self) -> None:
-        self._local = None
-        self._anchor = None
-        if self._mapping is not None:
-            self._mapping.close()
-            self._mapping = None
+        """Forget the share. The mapping goes when its last view does; but
+        interpreters, which outlive their workers in a pool, read it by
+        address, unseen by Python: once they had it, it stays mapped."""
+        if self._address_given:
+            _retired.append((self._mapping, self._anchor))
+        self._local = self._anchor = self._mapping = None
         os.close(self.fd)
+
+
+_retired: builtins.list[tuple] = []
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -271,7 +271,7 @@ class _WorkWorker:
         worker.stats_providers.append(self._stats)
 
     def _stats(self) -> dict[str, int]:
-        return dict(self.counters, work_queued=len(self.hub._jobs))
+        return dict(self.counters, work_queued=self.hub.job_count())
 
     def _on_work(self, item_id: int, payload: bytes) -> None:
         self.counters["work_submitted"] += 1

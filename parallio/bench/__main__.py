@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="smoke test: each run lasts a second, one round; checks that the "
                              "harness works and every server answers correctly, not speed")
     parser.add_argument("--duration", type=int, help="seconds per measured run "
-                        "(default 4; --quick 1)")
+                        "(default 3; --quick 1)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; --quick 1)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated subset of %(default)s")
@@ -93,6 +93,23 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release(),
             "python": f"{platform.python_implementation()} {platform.python_version()}"
                       + ("" if getattr(sys, "_is_gil_enabled", lambda: True)() else " (no GIL)")}
+
+
+def previous_run(folder: Path, results: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest full run in ``folder`` on the same machine and Python."""
+    if results["settings"]["quick"]:
+        return None
+    candidates = []
+    for path in folder.glob("*.json"):
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (earlier.get("suite") == "parallio.bench" and not earlier["settings"]["quick"]
+                and earlier["machine"]["name"] == results["machine"]["name"]
+                and earlier["machine"]["python"] == results["machine"]["python"]):
+            candidates.append(earlier)
+    return max(candidates, key=lambda earlier: earlier["date"], default=None)
 
 
 def update_doc(path: Path, table: str) -> bool:
@@ -158,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = Path("bench") / "results"
     output.mkdir(parents=True, exist_ok=True)
     stem = output / f"{now.strftime('%Y-%m-%d-%H%M')}-{info['name']}"
-    table = report.markdown(results)
+    previous = previous_run(output, results)
+    if previous is not None:
+        say(f"comparing with the previous run of {previous['date']}")
+    table = report.markdown(results, previous)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     stem.with_suffix(".md").write_text(table)
     if not settings.quick and not ensure_module("matplotlib", install, say):

@@ -10,6 +10,7 @@ in the same run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import resource
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..runtime import cpu_count
 from . import servers as srv
@@ -57,7 +58,7 @@ class Settings:
         if quick:
             base = dict(quick=True, duration=1, warmup=0, rounds=1, idle_connections=200)
         else:
-            base = dict(quick=False, duration=4, warmup=1, rounds=3, idle_connections=5000)
+            base = dict(quick=False, duration=3, warmup=1, rounds=3, idle_connections=5000)
         base.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**base)
 
@@ -126,8 +127,6 @@ class Bench:
         self.scratch = Path(tempfile.mkdtemp(prefix="parallio-bench-"))
         self.static_dir = self.scratch / "static"
         self.static_dir.mkdir()
-        # nginx's worker may run as another user: let it read the file.
-        self.scratch.chmod(0o755)
         static_file = srv.write_static_file(self.static_dir)
         self.static_digest = hashlib.sha256(static_file.read_bytes()).hexdigest()
         self.peer_max_rps: float | None = None
@@ -452,23 +451,18 @@ def rotate(items: list[Entry], by: int) -> list[Entry]:
     return items[by:] + items[:by]
 
 
-class busy_loop:
+@contextlib.contextmanager
+def busy_loop(cpus: str) -> Iterator[None]:
     """A pure-Python busy loop pinned to ``cpus`` while in the block: the
     server on that CPU then gets about half of it, so it is the bottleneck
     and not wrk (engine notes: how to rank fast servers on 2 cores)."""
-
-    def __init__(self, cpus: str) -> None:
-        self.cpus = cpus
-        self.process: Any = None
-
-    def __enter__(self) -> "busy_loop":
-        self.process = subprocess.Popen(
-            ["taskset", "-c", self.cpus, sys.executable, "-c", "while True: pass"])
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.process.kill()
-        self.process.wait()
+    process = subprocess.Popen(
+        ["taskset", "-c", cpus, sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
 
 
 def _fd_budget() -> int:

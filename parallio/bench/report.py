@@ -153,7 +153,67 @@ def _section(title: str, rows: Rows, header: list[str],
     return ["", f"### {title}", "", *body, *_not_run(rows)]
 
 
-def markdown(results: dict[str, Any]) -> str:
+#: The figure each scenario is compared on, across runs, as a ratio to
+#: asyncio in the same run (absolute figures drift too much between runs on
+#: these machines): per scenario, the metric and whether lower is better.
+HEADLINE = {
+    "per_core": ("capacity_rps", False),
+    "scaling": ("rps", False),
+    "static": ("capacity_rps", False),
+    "idle": ("bytes_per_connection", True),
+    "latency": ("p99_ms", True),
+}
+
+
+def _variant_label(variant: dict[str, Any]) -> str:
+    parts = [f"/{variant['route']}" if "route" in variant else ""]
+    if "load" in variant:
+        parts.append(f"{variant['load']:.0%} load")
+    parts.append(f"x{variant['workers']}")
+    return " ".join(part for part in parts if part)
+
+
+def headline_ratios(rows: Rows) -> dict[tuple[str, str, str], float]:
+    """(scenario, variant label, contender) -> headline figure / asyncio's
+    with the same variant (asyncio with one worker for scaling)."""
+    ratios = {}
+    for row in rows:
+        if row["status"] != "ok" or row["family"] == "asyncio":
+            continue
+        metric, _lower = HEADLINE[row["scenario"]]
+        base_variant = dict(row["variant"], workers=1) if row["scenario"] == "scaling" \
+            else row["variant"]
+        base = next((other for other in rows if other["scenario"] == row["scenario"]
+                     and other["family"] == "asyncio" and other["status"] == "ok"
+                     and other["variant"] == base_variant), None)
+        value = base and ratio(row["median"].get(metric), base["median"].get(metric))
+        if value is not None:
+            ratios[(row["scenario"], _variant_label(row["variant"]), row["contender"])] = value
+    return ratios
+
+
+def comparison(results: dict[str, Any], previous: dict[str, Any]) -> list[str]:
+    """The parallio rows' headline ratios to asyncio, this run against
+    ``previous``."""
+    now, then = headline_ratios(results["rows"]), headline_ratios(previous["rows"])
+    lines = []
+    for key in sorted(now.keys() & then.keys()):
+        scenario, variant, contender = key
+        if not contender.startswith("parallio"):
+            continue
+        metric, lower = HEADLINE[scenario]
+        change = now[key] / then[key]
+        better = change < 1 if lower else change > 1
+        lines.append([scenario, variant, contender, metric, fmt_ratio(then[key]),
+                      fmt_ratio(now[key]), f"{change - 1:+.0%}" + (" better" if better else "")])
+    if not lines:
+        return []
+    return ["", f"### Against the previous run ({previous['date']}), as ratios to asyncio", "",
+            *_table(["scenario", "variant", "contender", "figure", "then", "now", "change"],
+                    lines)]
+
+
+def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     rows: Rows = results["rows"]
     machine = results["machine"]
     settings = results["settings"]
@@ -260,6 +320,8 @@ def markdown(results: dict[str, Any]) -> str:
             fmt_ratio(ratio(row["median"]["p99_ms"],
                             bases.get(row["variant"]["load"], {}).get("median", {}).get("p99_ms"))),
             _errors(row["median"])])
+    if previous is not None:
+        out += comparison(results, previous)
     return "\n".join(out) + "\n"
 
 

@@ -16,7 +16,6 @@ import json
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 _MARKER = "BENCH-SUMMARY "

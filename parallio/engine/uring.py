@@ -306,6 +306,7 @@ class UringEngine(Engine):
     # -- accept -----------------------------------------------------------
 
     def accept(self, listen_fd: int, on_accept: ResultCallback) -> None:
+        self.stop_accepting(listen_fd)   # accepting again replaces the callback
         listener = self._listeners[listen_fd] = _Listener(listen_fd, on_accept)
         self._arm_accept(listener)
 
@@ -598,9 +599,10 @@ class UringEngine(Engine):
                     batch = (mapping[start:ring_end]
                              + mapping[self._cqes_start:end - ring_end + self._cqes_start])
                 # Copied out: the slots go back to the kernel before any
-                # callback runs.
+                # callback runs, and the copy is the leftover until dispatched.
+                self._leftover = completions = _iter_cqes(batch)
                 words[self._cq_head_word] = self._cq_head = tail
-                self._dispatch(_iter_cqes(batch))
+                self._dispatch(completions)
             if not words[self._sq_flags_word] & abi.IORING_SQ_CQ_OVERFLOW:
                 return
             # Completions wait in the kernel's overflow list (NODROP); asking

@@ -1,0 +1,326 @@
+"""io_uring specifics: the ABI layouts, setup, and engine behaviour the
+generic contract tests (test_engines.py) cannot see from outside."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from parallio.engine import _uring_abi as abi
+
+needs_uring = pytest.mark.skipif(not abi.probe(), reason="io_uring_setup is refused here")
+
+
+# -- layouts --------------------------------------------------------------------
+
+def test_struct_sizes_match_the_kernel_header():
+    assert abi.SQE.size == 64
+    assert abi.CQE.size == 16
+    assert ctypes.sizeof(abi.IoUringParams) == 120
+    assert ctypes.sizeof(abi.GetEventsArg) == 24
+    assert ctypes.sizeof(abi.BufReg) == 40
+    assert ctypes.sizeof(abi.KernelTimespec) == 16
+    assert abi.MSGHDR.size == 56 and abi.IOVEC.size == 16
+
+
+def test_sqe_field_offsets():
+    raw = bytearray(64)
+    abi.SQE.pack_into(raw, 0, 0x11, 0x22, 0x3344, -2, 0x0808080808080808,
+                      0x1010101010101010, 0x18181818, 0x1C1C1C1C, 0x2020202020202020, 0x2828)
+    assert raw[0] == 0x11 and raw[1] == 0x22                       # opcode, flags
+    assert int.from_bytes(raw[2:4], sys.byteorder) == 0x3344        # ioprio
+    assert int.from_bytes(raw[4:8], sys.byteorder, signed=True) == -2   # fd
+    assert raw[8:16] == b"\x08" * 8                                 # off / addr2
+    assert raw[16:24] == b"\x10" * 8                                # addr
+    assert raw[24:28] == b"\x18" * 4                                # len
+    assert raw[28:32] == b"\x1c" * 4                                # op flags
+    assert raw[32:40] == b"\x20" * 8                                # user_data
+    assert raw[40:42] == b"\x28\x28"                                # buf_group
+    assert raw[42:] == bytes(22)                                    # cleared
+
+
+def test_sqe_address_overlay_points_at_the_bytes():
+    sqes = bytearray(128)
+    overlay = abi.SqeAddress.from_buffer(sqes, 64)
+    data = b"payload"
+    overlay.addr = data
+    stored = int.from_bytes(sqes[64 + 16:64 + 24], sys.byteorder)
+    assert stored == ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert sqes[:64 + 16] == bytes(80)   # nothing else written
+    del overlay
+
+
+def test_probe_is_false_when_setup_is_refused(monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(abi, "Ring", refused)
+    assert abi.probe() is False
+
+
+# -- the engine ---------------------------------------------------------------
+
+@pytest.fixture
+def make_engine():
+    from parallio.engine.uring import UringEngine
+    made = []
+
+    def make(**kwargs) -> UringEngine:
+        engine = UringEngine(**kwargs)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.shutdown()
+
+
+@pytest.fixture
+def socketpairs():
+    """Make (descriptor for the engine, peer socket) pairs; closes leftovers."""
+    pairs = []
+
+    def make(count: int) -> list[tuple[int, socket.socket]]:
+        made = []
+        for _ in range(count):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            made.append((ours.detach(), theirs))
+        pairs.extend(made)
+        return made
+
+    yield make
+    for fd, peer in pairs:
+        peer.close()
+        try:
+            os.close(fd)
+        except OSError:
+            pass   # the engine closed it
+
+
+def wait_for(engine, condition, what: str, deadline: float = 5.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        engine.poll(0.02)
+
+
+@needs_uring
+def test_setup_flags_and_features(make_engine):
+    engine = make_engine()
+    assert engine.setup_flags & abi.IORING_SETUP_SINGLE_ISSUER
+    assert engine.setup_flags & (abi.IORING_SETUP_DEFER_TASKRUN | abi.IORING_SETUP_COOP_TASKRUN)
+    assert engine.features & abi.REQUIRED_FEATURES == abi.REQUIRED_FEATURES
+    assert engine.uses_buffer_ring and engine.cancels_by_fd
+
+
+@needs_uring
+def test_one_enter_per_turn(make_engine, socketpairs, monkeypatch):
+    from parallio.engine import uring
+    engine = make_engine()
+    pairs = socketpairs(5)
+    received = []
+    for fd, _ in pairs:
+        engine.start_reading(fd, received.append)
+    engine.poll(0)
+    enters = []
+    real = uring._syscall
+
+    def counting(number, *args):
+        if number == abi.NR_IO_URING_ENTER:
+            enters.append(args[1])   # to_submit
+        return real(number, *args)
+
+    monkeypatch.setattr(uring, "_syscall", counting)
+    sent = []
+    for fd, peer in pairs:
+        engine.send(fd, b"x", sent.append)
+        peer.sendall(b"y")
+    engine.poll(1.0)
+    assert enters == [5], "all submissions of a turn go in one io_uring_enter"
+    wait_for(engine, lambda: len(sent) == 5 and len(received) == 5, "completions")
+
+
+@needs_uring
+def test_full_submission_queue_is_flushed_mid_turn(make_engine, socketpairs):
+    engine = make_engine(entries=4)   # 150 reads armed through a 4-entry SQ
+    pairs = socketpairs(150)
+    received: dict[int, bytes] = {}
+    for fd, _ in pairs:
+        engine.start_reading(fd, lambda data, fd=fd: received.__setitem__(fd, data))
+    engine.poll(0)
+    for fd, peer in pairs:
+        peer.sendall(b"%d" % fd)
+    wait_for(engine, lambda: len(received) == 150, "150 chunks")
+    assert all(data == b"%d" % fd for fd, data in received.items())
+
+
+@needs_uring
+def test_completion_queue_overflow_loses_nothing(make_engine):
+    from parallio.engine import uring
+    engine = make_engine(entries=4)   # a 32-entry CQ
+    done = []
+    owner = uring._Conn(-1)
+    # NOPs complete inline while being submitted, so flushing 100 of them
+    # through the 4-entry SQ overflows the CQ before anyone reaps it.
+    for _ in range(100):
+        op_id = engine._new_id()
+        engine._ops[op_id] = (uring._RESULT, owner, done.append, None)
+        engine._push(0, -1, 0, 0, 0, op_id)   # IORING_OP_NOP
+    engine._enter(0, 0, None)
+    assert engine._words[engine._sq_flags_word] & abi.IORING_SQ_CQ_OVERFLOW
+    engine.poll(0)
+    assert done == [0] * 100
+
+
+@needs_uring
+def test_callback_exception_keeps_the_rest_of_the_batch(make_engine, socketpairs):
+    engine = make_engine()
+    pairs = socketpairs(3)
+    calls = []
+
+    def on_data(data):
+        calls.append(data)
+        if len(calls) == 1:
+            raise RuntimeError("callback failed")
+
+    for fd, _ in pairs:
+        engine.start_reading(fd, on_data)
+    engine.poll(0)
+    for fd, peer in pairs:
+        peer.sendall(b"z")
+    time.sleep(0.05)
+    with pytest.raises(RuntimeError):
+        wait_for(engine, lambda: False, "the failure")
+    wait_for(engine, lambda: len(calls) == 3, "the other two chunks")
+
+
+@needs_uring
+def test_driven_from_another_thread_than_built(make_engine, socketpairs):
+    engine = make_engine()      # built here, first entered by the worker below
+    (fd, peer), = socketpairs(1)
+    received, errors = [], []
+
+    def worker():
+        try:
+            engine.start_reading(fd, received.append)
+            peer.sendall(b"hello")
+            wait_for(engine, lambda: received, "data in the worker thread")
+        except BaseException as exc:  # reported to the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert not errors and received == [b"hello"]
+
+
+@needs_uring
+def test_chunks_arriving_while_stop_reading_cancels_are_kept(make_engine, socketpairs):
+    engine = make_engine()
+    (fd, peer), = socketpairs(1)
+    received = []
+    engine.start_reading(fd, received.append)
+    engine.poll(0)
+    peer.sendall(b"early")
+    time.sleep(0.02)
+    # The chunk's completion reaches the ring but is not dispatched yet...
+    engine._enter(0, abi.IORING_ENTER_GETEVENTS, None)
+    engine.stop_reading(fd)
+    # ...and is dispatched while reading is stopped: it must be held.
+    for _ in range(5):
+        engine.poll(0.01)
+    assert received == []
+    peer.sendall(b"-later")
+    engine.start_reading(fd, received.append)
+    wait_for(engine, lambda: b"".join(received) == b"early-later", "held then new data")
+
+
+@needs_uring
+def test_no_callback_for_completion_already_in_ring_at_close(make_engine, socketpairs):
+    engine = make_engine()
+    (fd, peer), = socketpairs(1)
+    calls = []
+    engine.start_reading(fd, calls.append)
+    engine.send(fd, b"out", calls.append)
+    engine.poll(0)
+    peer.sendall(b"in")
+    time.sleep(0.02)
+    engine._enter(0, abi.IORING_ENTER_GETEVENTS, None)   # completion now in the ring
+    engine.close(fd)
+    for _ in range(5):
+        engine.poll(0.01)
+    assert calls == [3], "only the send that completed before close reports"
+
+
+@needs_uring
+def test_sendmsg_beyond_iov_max_is_a_partial_send(make_engine, socketpairs):
+    engine = make_engine()
+    (fd, peer), = socketpairs(1)
+    results = []
+    engine.sendmsg(fd, [b"ab"] * (abi.IOV_MAX + 10), results.append)
+    wait_for(engine, lambda: results, "the gather-send")
+    assert 0 < results[0] <= 2 * abi.IOV_MAX
+
+
+@needs_uring
+def test_shutdown_from_a_callback(make_engine, socketpairs):
+    engine = make_engine()
+    pairs = socketpairs(2)
+    calls = []
+
+    def on_data(data):
+        calls.append(data)
+        engine.shutdown()
+
+    for fd, _ in pairs:
+        engine.start_reading(fd, on_data)
+    engine.poll(0)
+    for _, peer in pairs:
+        peer.sendall(b"x")
+    time.sleep(0.05)
+    engine.poll(1.0)
+    assert calls == [b"x"], "no callback after shutdown"
+
+
+@needs_uring
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="isolated subinterpreters need 3.13")
+def test_engine_runs_in_an_isolated_subinterpreter():
+    import _interpreters
+    script = textwrap.dedent(f"""
+        import sys, socket
+        sys.path[:0] = {sys.path!r}
+        from parallio.engine.uring import UringEngine
+        engine = UringEngine()
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        got = []
+        engine.start_reading(ours.fileno(), got.append)
+        theirs.sendall(b"sub")
+        for _ in range(100):
+            engine.poll(0.02)
+            if got:
+                break
+        sent = []
+        engine.send(ours.fileno(), b"back", sent.append)
+        for _ in range(100):
+            engine.poll(0.02)
+            if sent:
+                break
+        assert got == [b"sub"] and sent == [4] and theirs.recv(10) == b"back", (got, sent)
+        engine.shutdown()
+        ours.close(); theirs.close()
+    """)
+    interp = _interpreters.create("isolated")
+    try:
+        failure = _interpreters.run_string(interp, script)
+    finally:
+        _interpreters.destroy(interp)
+    assert failure is None, failure

@@ -57,6 +57,14 @@ def test_sqe_address_overlay_points_at_the_bytes():
     del overlay
 
 
+def test_readonly_address_finds_a_slice_of_bytes():
+    data = b"0123456789" * 10_000
+    base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    view = memoryview(data)[12_345:]
+    assert abi.readonly_address(view) == base + 12_345
+    assert ctypes.string_at(abi.readonly_address(view), 5) == data[12_345:12_350]
+
+
 def test_probe_is_false_when_setup_is_refused(monkeypatch):
     def refused(*args, **kwargs):
         raise PermissionError(1, "Operation not permitted")

@@ -202,6 +202,32 @@ def address_of(buffer) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
+# The C API, through a private handle (ctypes.pythonapi is shared: setting
+# restype on it would change it for everyone). PyDLL keeps the GIL during
+# calls and raises the Python error a failing call sets.
+_python_api = ctypes.PyDLL(None)
+_get_buffer = _python_api.PyObject_GetBuffer
+_release_buffer = _python_api.PyBuffer_Release
+_release_buffer.restype = None
+# Py_buffer is in the stable ABI; only its first field, the address, is read,
+# from storage larger than the struct.
+_PyBuffer = ctypes.c_char * 128
+_PyBUF_SIMPLE = 0
+
+
+def readonly_address(view: memoryview) -> int:
+    """The address of a contiguous read-only buffer, through the buffer
+    protocol (``PyObject_GetBuffer``): ctypes alone only reaches writable
+    ones. The address stays valid while ``view`` lives: the view holds its
+    own export of the underlying object."""
+    py_buffer = _PyBuffer()
+    _get_buffer(ctypes.py_object(view), py_buffer, _PyBUF_SIMPLE)
+    try:
+        return ctypes.c_void_p.from_buffer(py_buffer).value or 0
+    finally:
+        _release_buffer(py_buffer)
+
+
 def io_uring_register(ring_fd: int, opcode: int, arg, count: int) -> int:
     """Call io_uring_register(2); ``arg`` is a ctypes object or None."""
     return _check(syscall(NR_IO_URING_REGISTER, ring_fd, opcode,

@@ -76,6 +76,11 @@ _FATAL_ACCEPT_ERRORS = frozenset({
 # io_uring_enter failures that only mean "nothing more this time".
 _BENIGN_ENTER_ERRORS = frozenset({errno.ETIME, errno.EINTR, errno.EBUSY, errno.EAGAIN})
 
+# Read-only buffers smaller than this are copied rather than looked up
+# through the buffer protocol: its two ctypes calls cost what copying
+# about 32 KiB does.
+_COPY_LIMIT = 32 * 1024
+
 _c_char_p = ctypes.c_char_p
 _address_of_pointer = ctypes.c_void_p.from_buffer
 _c_char_from_buffer = ctypes.c_char.from_buffer
@@ -88,8 +93,9 @@ def _pin(buffer: Buffer) -> tuple[object, int, int]:
     ``bytes`` are sent in place: ``c_char_p`` points at their storage and
     keeps them alive. Writable contiguous buffers are exported to ctypes
     (which also stops a bytearray from being resized under the kernel).
-    ctypes offers no address for other read-only buffers (a memoryview of
-    bytes, typically the rest of a partial send), so those are copied.
+    Other read-only buffers -- typically ``memoryview(data)[sent:]``, the
+    rest of a partial send -- are copied when small, and reached through
+    the buffer protocol when copying would cost more than that call.
     """
     if type(buffer) is bytes:
         pointer = _c_char_p(buffer)
@@ -98,9 +104,12 @@ def _pin(buffer: Buffer) -> tuple[object, int, int]:
     length = view.nbytes
     if not length:
         return None, 0, 0
-    if view.readonly or not view.c_contiguous:
-        data = view.tobytes()
-        pointer = _c_char_p(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    if view.readonly:
+        if length >= _COPY_LIMIT:
+            return view, abi.readonly_address(view), length
+        pointer = _c_char_p(view.tobytes())
         return pointer, _address_of_pointer(pointer).value, length
     if view.format != "B":
         view = view.cast("B")

@@ -47,6 +47,9 @@ _pack_buffer = abi.BUF_ENTRY.pack_into
 _iter_cqes = abi.CQE.iter_unpack
 _F_MORE = abi.IORING_CQE_F_MORE
 _F_BUFFER = abi.IORING_CQE_F_BUFFER
+# The kernel moves at most this much per call (MAX_RW_COUNT); longer sends
+# are partial sends, and the length must fit the SQE's 32-bit field.
+_MAX_SEND = 0x7FFFF000
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 
@@ -190,12 +193,15 @@ class UringEngine(Engine):
             buffers = self._buffers
             self._buffer_layout = (buffers.pool, buffers.size, buffers.base,
                                    buffers.mask, buffers.entries)
-        #: Provided-buffer rings arrived in Linux 5.19 together with multishot
-        #: accept and cancelling by descriptor, so one registration tells all.
         self.uses_buffer_ring = self._buffers is not None
+        #: Cancelling by descriptor arrived in Linux 5.19 with provided-buffer
+        #: rings: a successful registration vouches for it.
         self.cancels_by_fd = cancel_by_fd and self.uses_buffer_ring
-        self._accept_ioprio = abi.IORING_ACCEPT_MULTISHOT if multishot and self.uses_buffer_ring else 0
-        self._recv_ioprio = abi.IORING_RECV_MULTISHOT if multishot and self.uses_buffer_ring else 0
+        # Multishot accept (5.19) and recv (6.0, and only with a buffer ring)
+        # fall back to single-shot when the kernel answers EINVAL.
+        self._accept_ioprio = abi.IORING_ACCEPT_MULTISHOT if multishot else 0
+        self._recv_ioprio = (abi.IORING_RECV_MULTISHOT
+                             if multishot and self.uses_buffer_ring else 0)
 
         # Flat copies of what the loop reads, to spare it attribute chains.
         self._ring_fd = ring.fd
@@ -408,6 +414,10 @@ class UringEngine(Engine):
             # before the next enter): resume if reading is wanted.
             self._rearm_recv_if_reading(conn)
             return
+        if res == -errno.EINVAL and self._recv_ioprio:
+            self._recv_ioprio = 0   # kernel without multishot recv
+            self._rearm_recv_if_reading(conn)
+            return
         conn.ended = True
         event = res if res else b""
         sink = conn.sink
@@ -439,13 +449,13 @@ class UringEngine(Engine):
             # The SQE's addr is set from the bytes themselves (SqeAddress);
             # the record keeps them alive until the completion.
             _pack_sqe(self._sqes, slot << 6, abi.IORING_OP_SEND, 0, 0, fd, 0, 0,
-                      len(data), _MSG_NOSIGNAL, op_id, 0)
+                      min(len(data), _MAX_SEND), _MSG_NOSIGNAL, op_id, 0)
             self._sqe_addresses[slot].addr = data
             self._ops[op_id] = (_RESULT, conn, on_sent, data)
         else:
             pinned, address, length = _pin(data)
             _pack_sqe(self._sqes, slot << 6, abi.IORING_OP_SEND, 0, 0, fd, 0, address,
-                      length, _MSG_NOSIGNAL, op_id, 0)
+                      min(length, _MAX_SEND), _MSG_NOSIGNAL, op_id, 0)
             self._ops[op_id] = (_RESULT, conn, on_sent, pinned)
         self._sq_tail = tail + 1
 

@@ -84,6 +84,9 @@ _BENIGN_ENTER_ERRORS = frozenset({errno.ETIME, errno.EINTR, errno.EBUSY, errno.E
 # about 32 KiB does.
 _COPY_LIMIT = 32 * 1024
 
+# Gather-sends up to this size are joined and sent as one buffer.
+_JOIN_LIMIT = 16 * 1024
+
 _c_char_p = ctypes.c_char_p
 _address_of_pointer = ctypes.c_void_p.from_buffer
 _c_char_from_buffer = ctypes.c_char.from_buffer
@@ -460,6 +463,11 @@ class UringEngine(Engine):
         self._sq_tail = tail + 1
 
     def sendmsg(self, fd: int, buffers: Sequence[Buffer], on_sent: ResultCallback) -> None:
+        if sum(map(len, buffers)) <= _JOIN_LIMIT:
+            # Copying a few small pieces into one costs less than pinning
+            # each of them for an iovec.
+            self.send(fd, b"".join(buffers), on_sent)
+            return
         conn = self._conns.get(fd) or self._conn(fd)
         # Past IOV_MAX the kernel refuses the whole call; sending the first
         # IOV_MAX buffers is a partial send, which the contract allows.

@@ -171,6 +171,22 @@ def test_full_submission_queue_is_flushed_mid_turn(make_engine, socketpairs):
 
 
 @needs_uring
+def test_buffer_ring_running_dry_loses_nothing(make_engine, socketpairs):
+    engine = make_engine(buffer_count=2, buffer_size=1024)   # recvs hit ENOBUFS
+    pairs = socketpairs(20)
+    received: dict[int, bytearray] = {fd: bytearray() for fd, _ in pairs}
+    for fd, _ in pairs:
+        engine.start_reading(fd, received[fd].extend)
+    engine.poll(0)
+    payload = os.urandom(10_000)
+    for _, peer in pairs:
+        peer.sendall(payload)
+    wait_for(engine, lambda: all(len(data) == len(payload) for data in received.values()),
+             "every payload")
+    assert all(data == payload for data in received.values())
+
+
+@needs_uring
 def test_completion_queue_overflow_loses_nothing(make_engine):
     from parallio.engine import uring
     engine = make_engine(entries=4)   # a 32-entry CQ

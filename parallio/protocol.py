@@ -69,7 +69,12 @@ class ProtocolSpec:
     max_line: int
 
     @classmethod
-    def of(cls, protocol: type) -> "ProtocolSpec":
+    def of(cls, protocol: Any) -> "ProtocolSpec":
+        # An object with __parallio_protocol__ (an HttpServer, a WSGI server)
+        # stands for the protocol class that method makes.
+        make = getattr(protocol, "__parallio_protocol__", None)
+        if make is not None:
+            protocol = make()
         if not isinstance(protocol, type):
             raise ProtocolError(f"a protocol must be a class, not {protocol!r}")
         if getattr(protocol, "http11", False):
@@ -131,17 +136,26 @@ class ObjectRef:
     ``path`` (``module:qualname``). ``module`` ``__main__`` means the user's
     main script, which workers load under another name (as multiprocessing
     does), so its ``if __name__ == "__main__"`` block does not run again.
+
+    With ``by_value``, ``obj`` itself is pickled to the workers (an object
+    made from command-line options, say) and ``path`` only names the module
+    they must be able to import (the interpreters host checks that it can).
+    Objects other than classes and functions make their own reference with
+    a ``__parallio_ref__()`` method.
     """
 
     path: str
     obj: Any = None
+    by_value: bool = False
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "obj": None}
+        return {"path": self.path, "obj": self.obj if self.by_value else None,
+                "by_value": self.by_value}
 
     def __setstate__(self, state: dict) -> None:
         object.__setattr__(self, "path", state["path"])
-        object.__setattr__(self, "obj", None)
+        object.__setattr__(self, "obj", state["obj"])
+        object.__setattr__(self, "by_value", state.get("by_value", False))
 
     @classmethod
     def of(cls, target: Any) -> "ObjectRef":
@@ -149,6 +163,8 @@ class ObjectRef:
             if ":" not in target:
                 raise ValueError(f"{target!r}: name a class or function as 'module:Name'")
             return cls(target)
+        if not isinstance(target, type) and hasattr(target, "__parallio_ref__"):
+            return target.__parallio_ref__()
         module = getattr(target, "__module__", None)
         qualname = getattr(target, "__qualname__", None)
         if module is None or qualname is None or "<locals>" in qualname:

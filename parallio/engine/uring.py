@@ -84,6 +84,8 @@ _BENIGN_ENTER_ERRORS = frozenset({errno.ETIME, errno.EINTR, errno.EBUSY, errno.E
 # about 32 KiB does.
 _COPY_LIMIT = 32 * 1024
 
+# Sends of bytes up to this size get their address through SqeAddress.
+_SMALL_SEND = 4096
 # Gather-sends up to this size are joined and sent as one buffer.
 _JOIN_LIMIT = 16 * 1024
 
@@ -448,11 +450,13 @@ class UringEngine(Engine):
         if tail == self._sq_limit:
             tail = self._make_room()
         slot = tail & self._sq_mask
-        if type(data) is bytes:
+        if type(data) is bytes and len(data) <= _SMALL_SEND:
             # The SQE's addr is set from the bytes themselves (SqeAddress);
-            # the record keeps them alive until the completion.
+            # the record keeps them alive until the completion. The overlay
+            # also holds them until its slot carries another such send:
+            # hence only small ones, bounding what is held to entries x 4 KiB.
             _pack_sqe(self._sqes, slot << 6, abi.IORING_OP_SEND, 0, 0, fd, 0, 0,
-                      min(len(data), _MAX_SEND), _MSG_NOSIGNAL, op_id, 0)
+                      len(data), _MSG_NOSIGNAL, op_id, 0)
             self._sqe_addresses[slot].addr = data
             self._ops[op_id] = (_RESULT, conn, on_sent, data)
         else:

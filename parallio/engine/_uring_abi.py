@@ -21,12 +21,13 @@ import struct
 # -- system calls -----------------------------------------------------------
 
 # Since Linux 5.1 new system calls get the same number on every architecture
-# that uses the unified table (asm-generic, x86, arm, powerpc, s390...);
-# alpha, ia64 and the three MIPS ABIs add their own offsets and are left out.
+# that uses the unified table: x86_64's own table and asm-generic's (aarch64,
+# riscv64, loongarch64) both have 425-427, as do powerpc and s390; alpha,
+# ia64 and MIPS add offsets. Only 64-bit machines are listed: the msghdr and
+# iovec layouts below are LP64.
 _UNIFIED_TABLE_MACHINES = frozenset({
-    "x86_64", "amd64", "i386", "i486", "i586", "i686",
-    "aarch64", "arm64", "armv6l", "armv7l", "armv8l",
-    "riscv64", "loongarch64", "ppc64", "ppc64le", "s390x",
+    "x86_64", "amd64", "aarch64", "arm64", "riscv64", "loongarch64",
+    "ppc64", "ppc64le", "s390x",
 })
 NR_IO_URING_SETUP = 425
 NR_IO_URING_ENTER = 426
@@ -171,6 +172,7 @@ BUF_ENTRY_SIZE = 16
 
 assert SQE.size == SQE_SIZE and CQE.size == CQE_SIZE
 
+
 class SqeAddress(ctypes.Structure):
     """The ``addr`` field of one SQE, typed ``char *``.
 
@@ -239,7 +241,8 @@ class Ring:
 
     Attributes are what the engine's hot loop needs: ``ring`` (the mapping
     holding both rings), ``words`` (that mapping as unsigned 32-bit words),
-    ``sqes`` (the submission entries) and the word/byte offsets in them.
+    ``sqes`` (the submission entries), ``sqe_addresses`` (one
+    :class:`SqeAddress` per entry) and the word/byte offsets in them.
     """
 
     def __init__(self, sq_entries: int, cq_entries: int, flags: int) -> None:
@@ -321,6 +324,8 @@ class BufferRing:
         self._pins = (ctypes.c_char.from_buffer(self.entries),
                       ctypes.c_char.from_buffer(self.pool))
         self.base = ctypes.addressof(self._pins[1])
+        #: The ring as 16-bit words: the tail is word ``TAIL_WORD``.
+        self.tail_words = memoryview(self.entries).cast("H")
         reg = BufReg(ring_addr=ctypes.addressof(self._pins[0]),
                      ring_entries=count, bgid=group)
         try:
@@ -328,8 +333,6 @@ class BufferRing:
         except BaseException:
             self.close()
             raise
-        #: The ring as 16-bit words: the tail is word ``TAIL_WORD``.
-        self.tail_words = memoryview(self.entries).cast("H")
         for buffer_id in range(count):
             BUF_ENTRY.pack_into(self.entries, buffer_id * BUF_ENTRY_SIZE,
                                 self.base + buffer_id * size, size, buffer_id)

@@ -47,6 +47,7 @@ _pack_buffer = abi.BUF_ENTRY.pack_into
 _iter_cqes = abi.CQE.iter_unpack
 _F_MORE = abi.IORING_CQE_F_MORE
 _F_BUFFER = abi.IORING_CQE_F_BUFFER
+_BUFFER_ID_SHIFT = abi.IORING_CQE_BUFFER_SHIFT
 # The kernel moves at most this much per call (MAX_RW_COUNT); longer sends
 # are partial sends, and the length must fit the SQE's 32-bit field.
 _MAX_SEND = 0x7FFFF000
@@ -653,7 +654,7 @@ class UringEngine(Engine):
             for user_data, res, flags in completions:
                 op = ops_get(user_data) if flags & _F_MORE else ops_pop(user_data, None)
                 if flags & _F_BUFFER:
-                    buffer_id = flags >> 16
+                    buffer_id = flags >> _BUFFER_ID_SHIFT
                     start = buffer_id * buffer_size
                     data = pool[start:start + res]
                     # The chunk is copied: hand the buffer straight back.

@@ -4,9 +4,10 @@ every core."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import register, run, server
 
@@ -24,10 +25,12 @@ SERVICES = {
     "chargen": ("parallio.services:Chargen", 8019, "stream characters (RFC 864)"),
 }
 
-#: Further subcommands added by other layers (HTTP): name -> (configure the
+#: Further subcommands added by other layers: name -> (help, configure the
 #: parser, run from parsed arguments).
 EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                                 Callable[[argparse.Namespace], None]]] = {}
+#: The modules whose import adds their subcommands to EXTRA_COMMANDS.
+COMMAND_MODULES = ("parallio.http.cli",)
 
 
 def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -50,7 +53,9 @@ def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
                              "(default %(default)s)")
 
 
-def serve(args: argparse.Namespace, protocol: str) -> None:
+def serve(args: argparse.Namespace, protocol: Any) -> None:
+    """Serve ``protocol`` (what :func:`parallio.register` takes) as the
+    run options in ``args`` say."""
     register(transport=server(args.host, args.port), protocol=protocol)
     run(workers=args.workers, parallel=args.parallel, io=args.io,
         drain_timeout=args.drain_timeout)
@@ -74,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_path, port, help_text) in SERVICES.items():
         add_run_options(commands.add_parser(name, help=help_text, description=help_text), port)
 
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     for name, (help_text, configure, _run) in EXTRA_COMMANDS.items():
         configure(commands.add_parser(name, help=help_text, description=help_text))
     return parser

@@ -13,6 +13,7 @@ from parallio.http.static import FileServer, MAX_RANGES, StaticFiles, content_ty
 
 from ._http_client import Client, address_of, encode_request
 from .conftest import serving
+from .test_cli import start_cli, stop
 
 PAYLOAD = bytes(range(256)) * 16  # 4 KiB
 
@@ -257,3 +258,22 @@ def test_parsed_ranges_are_satisfiable_sorted_and_disjoint(size, specs):
 def test_any_range_header_parses_or_is_ignored(value):
     ranges = parse_byte_ranges(value, 1000)
     assert ranges is None or all(0 <= a <= b < 1000 for a, b in ranges)
+
+
+def test_http_server_command(tmp_path):
+    (tmp_path / "hello.txt").write_text("hi")
+    process, port = start_cli("http-server", str(tmp_path), "--workers", "2", "--io", "epoll")
+    try:
+        with Client(("127.0.0.1", port)) as client:
+            assert client.get("/hello.txt").body == b"hi"
+            reply = client.get("/")  # listed, like python -m http.server
+            assert reply.status == 200 and b'href="hello.txt"' in reply.body
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    process, port = start_cli("http-server", str(tmp_path), "--no-listing", "--workers", "1")
+    try:
+        with Client(("127.0.0.1", port)) as client:
+            assert client.get("/").status == 403
+    finally:
+        stop(process)

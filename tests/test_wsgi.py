@@ -20,6 +20,7 @@ from parallio.runtime import make_server
 
 from ._http_client import Client, address_of, encode_request, h11_exchange
 from .conftest import serving
+from .test_cli import start_cli, stop
 
 #: Found by import path, as any module-level server (the application object
 #: itself, wrapped in wsgiref's validator).
@@ -258,3 +259,15 @@ def test_auto_falls_back_to_processes_and_says_why(caplog):
         assert client.get("/").body == b"served by a process"
     # An application that does import there gets isolated interpreters.
     assert choose_host("auto", ["examples.wsgi_flask_app"], None)[0].name == "interpreters"
+
+
+def test_wsgi_command():
+    pytest.importorskip("flask")
+    process, port = start_cli("wsgi", FLASK, "--workers", "2", "--io", "epoll")
+    try:
+        with Client(("127.0.0.1", port)) as client:
+            assert client.get("/").body == b"Hello from Flask on parallio"
+            assert json.loads(client.get("/json?name=cli").body) == {"hello": "cli"}
+    finally:
+        code, err = stop(process)
+    assert code == 0, err

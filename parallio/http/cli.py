@@ -1,0 +1,80 @@
+"""The HTTP subcommands of ``python -m parallio``: ``http-server``,
+``wsgi`` and ``tefb``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from ..cli import EXTRA_COMMANDS, add_run_options, serve
+
+log = logging.getLogger("parallio")
+
+
+def _timeouts(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client gets to send a request head (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds an idle keep-alive connection stays open "
+                             "(default %(default)s)")
+
+
+def _configure_http_server(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", nargs="?", default=os.curdir,
+                        help="the directory to serve (default: the current one)")
+    parser.add_argument("--no-listing", dest="listing", action="store_false",
+                        help="answer 403 for directories without an index file "
+                             "instead of listing them")
+    add_run_options(parser, 8000)
+    _timeouts(parser)
+
+
+def _run_http_server(args: argparse.Namespace) -> None:
+    from .static import FileServer
+
+    files = FileServer(args.directory, listing=args.listing,
+                       header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+    log.info("parallio: serving the files under %s", files.root)
+    serve(args, files)
+
+
+def _configure_wsgi(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:APP",
+                        help="the WSGI application, importable from the current directory")
+    add_run_options(parser, 8000)
+    _timeouts(parser)
+
+
+def _run_wsgi(args: argparse.Namespace) -> None:
+    from .wsgi import WsgiServer
+
+    serve(args, WsgiServer(args.app, header_timeout=args.header_timeout,
+                           idle_timeout=args.idle_timeout))
+
+
+def _configure_tefb(parser: argparse.ArgumentParser) -> None:
+    from .tefb_db import default_url
+
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB; created and "
+                             f"filled on first start (default {default_url()})")
+    add_run_options(parser, 8080)
+
+
+def _run_tefb(args: argparse.Namespace) -> None:
+    from .tefb import Tefb
+
+    app = Tefb(args.db)
+    app.prepare()
+    log.info("parallio: tefb database %s", app.db)
+    serve(args, app)
+
+
+EXTRA_COMMANDS.update({
+    "http-server": ("serve a directory over HTTP, like python -m http.server, on every core",
+                    _configure_http_server, _run_http_server),
+    "wsgi": ("serve a WSGI (PEP 3333) application on every core", _configure_wsgi, _run_wsgi),
+    "tefb": ("serve the TechEmpower benchmark endpoints (/json, /plaintext, /db, /queries, "
+             "/updates, /fortunes)", _configure_tefb, _run_tefb),
+})

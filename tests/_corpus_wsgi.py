@@ -1,0 +1,6 @@
+"""A minimal WSGI application for the live corpus test."""
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]

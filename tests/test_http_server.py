@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -289,3 +290,44 @@ class _Sub(HttpServer):
 def test_subclass_routes_are_collected():
     server = _Sub()
     assert server._exact["/x"].allow == "OPTIONS, POST"
+
+
+def test_client_that_stops_reading_is_cut_after_the_idle_timeout(combo, tmp_path):
+    marker = tmp_path / "marker"
+    marker.write_text("")
+    with serving(APP, combo) as runtime:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(10)
+        sock.connect(address_of(runtime))
+        with sock:
+            sock.sendall(encode_request("GET", f"/stream?pieces=100000&size=65536&marker={marker}"))
+            # Never read: after idle_timeout (1 s) without progress the
+            # server drops the connection and closes the body's iterable.
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and "closed" not in marker.read_text():
+                time.sleep(0.1)
+            assert "closed" in marker.read_text()
+
+
+def test_requests_held_during_a_stream_are_bounded(combo):
+    pieces = 512  # a 32 MiB stream: the server reads the flood below meanwhile
+    with serving(APP, combo) as runtime, Client(address_of(runtime), timeout=20) as client:
+        client.send(encode_request("GET", f"/stream?pieces={pieces}&size=65536"))
+        # 2 MiB of pipelined requests sent while the stream runs: more than
+        # the server holds (HOLD_LIMIT), so none is answered and the
+        # connection closes once the stream's response is complete.
+        flood = encode_request("GET", "/plaintext") * (2 * 1024 * 1024 // 40)
+
+        def send_flood():
+            try:
+                client.send(flood)
+            except OSError:
+                pass  # the server closed: expected once it has had enough
+
+        sender = threading.Thread(target=send_flood)
+        sender.start()
+        assert len(client.read().body) == pieces * 65536
+        with pytest.raises(ConnectionError):
+            client.read()
+        sender.join(20)

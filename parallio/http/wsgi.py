@@ -74,10 +74,9 @@ _STATUS_DIGITS = frozenset("0123456789")
 class _Exchange:
     """One request's start_response state."""
 
-    __slots__ = ("status", "headers", "length", "close", "stream", "request")
+    __slots__ = ("status", "headers", "length", "close", "stream")
 
-    def __init__(self, request: Request) -> None:
-        self.request = request
+    def __init__(self) -> None:
         self.status: Optional[int] = None
         self.headers: Optional[PreparedHeaders] = None
         self.length: Optional[int] = None
@@ -166,7 +165,7 @@ class _WsgiProtocol(StreamingHttpProtocol):
     def handle_request(self, transport: "Transport", request: Request) -> bool:
         environ = self.base_environ.copy()
         _fill_environ(environ, request)
-        exchange = _Exchange(request)
+        exchange = _Exchange()
         stream = exchange.stream = self.open_stream(transport, request, exchange.make_head)
         try:
             result = self.application(environ, exchange.start_response)

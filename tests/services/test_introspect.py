@@ -70,18 +70,24 @@ def test_a_route_can_serve_every_workers_metrics(host):
     parallio.register(endpoint, _funcs.Metrics)
     runtime = parallio.start(workers=2, parallel=host, io="epoll")
     try:
-        time.sleep(0.3)  # every worker reports its counters once at start
-        texts = []
-        for _ in range(4):  # the kernel spreads connections: ask a few
+        # Every worker reports its counters as it starts, then every second;
+        # the kernel spreads connections over the workers: ask a few times.
+        texts: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(texts) < 4 and time.monotonic() < deadline:
             with socket.create_connection(("127.0.0.1", endpoint.port), timeout=5) as sock:
                 chunks = []
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
-                texts.append(b"".join(chunks).decode())
+            text = b"".join(chunks).decode()
+            if "parallio_workers 2\n" in text:
+                texts.append(text)
+            else:
+                time.sleep(0.1)
     finally:
         runtime.stop()
+    assert len(texts) == 4
     for text in texts:
-        assert "parallio_workers 2\n" in text
         assert len(re.findall(r"^parallio_connections\{", text, re.M)) == 2
 
 

@@ -111,7 +111,6 @@ def pair(family) -> Iterator[tuple[int, socket.socket]]:
     """(server-side descriptor for the engine, client socket)."""
     with listener(family) as server:
         client = client_for(server)
-        server.setblocking(True)
         server.settimeout(DEADLINE)
         accepted, _ = server.accept()
     accepted.setblocking(False)
@@ -397,7 +396,6 @@ def test_connect_succeeds_and_is_refused(engine, family):
         assert results == []
         wait_for(engine, lambda: results, "connect")
         assert results == [0]
-        server.setblocking(True)
         server.settimeout(DEADLINE)
         peer, _ = server.accept()
         with peer:
@@ -485,7 +483,7 @@ def test_closed_descriptor_number_reused_at_once(engine, family):
     """A new connection given a closed descriptor's number sees nothing
     meant for the old one."""
     with listener(family) as server:
-        server.setblocking(True)
+        server.settimeout(DEADLINE)
         first, second = client_for(server), client_for(server)
         old_sock, _ = server.accept()
         new_sock, _ = server.accept()

@@ -78,6 +78,11 @@ def wsgi_app(environ, start_response):
         write(b"written ")
         write(b"then ")
         return [b"returned"]
+    if path == "/many-writes":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        for number in range(3000):
+            write(b"%d," % number)
+        return []
     if path == "/late-start":
         def late():
             start_response("202 Accepted", [("Content-Type", "text/plain"), ("X-Late", "yes")])

@@ -191,6 +191,15 @@ def test_slow_header_gets_408_and_idle_connection_closes(combo):
             assert reply.status == 408 and reply.headers["connection"] == "close"
             assert time.monotonic() - started < 5
         with Client(address_of(runtime)) as client:
+            # Slowloris: a byte every 50 ms keeps the connection busy but
+            # never finishes the head; the timeout counts from its first byte.
+            started = time.monotonic()
+            with pytest.raises(OSError):
+                for byte in b"GET /plaintext HTTP/1.1\r\nHost: t\r\n" + b"X: y\r\n" * 100:
+                    client.send(bytes([byte]))
+                    time.sleep(0.05)
+            assert time.monotonic() - started < 5
+        with Client(address_of(runtime)) as client:
             assert client.get("/plaintext").status == 200
             started = time.monotonic()
             assert client.closed_by_server()

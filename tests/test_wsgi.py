@@ -93,6 +93,8 @@ def test_start_response_and_framing(combo):
         assert not reply.chunked and reply.headers["content-length"] == "1536"
         reply = client.get("/write")
         assert reply.body == b"written then returned"
+        reply = client.get("/many-writes")  # more pieces than one gather-send takes
+        assert reply.body == b"".join(b"%d," % number for number in range(3000))
         reply = client.get("/late-start")
         assert (reply.status, reply.body, reply.headers["x-late"]) == (202, b"late body", "yes")
         reply = client.get("/exc-info")  # headers replaced before anything was sent

@@ -194,8 +194,14 @@ _PIECES_PER_TURN = 128
 # send() beats a gather-send of many small buffers.
 _JOIN_BELOW = 16 * 1024
 
+# A gather-send holds at most IOV_MAX (1024) buffers: pending pieces are
+# handed over before they reach this many.
+_MAX_BUFFERS = 512
+
 # The framings a stream can use.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = range(4)
+# What next() returns at the end of an iterator.
+_END = object()
 
 #: What a stream's head factory returns: status, prepared header lines (the
 #: Server line included), the declared Content-Length or None, and whether
@@ -206,13 +212,12 @@ StreamHead = tuple[int, PreparedHeaders, Optional[int], bool]
 class BodyStream:
     """One response body sent piece by piece; see :meth:`StreamingHttpProtocol.open_stream`."""
 
-    __slots__ = ("protocol", "transport", "request", "make_head", "iterator", "close_iterable",
+    __slots__ = ("transport", "request", "make_head", "iterator", "close_iterable",
                  "started", "flushed", "framing", "remaining", "keep_alive", "pending",
                  "pending_bytes", "scheduled", "finished", "discard")
 
-    def __init__(self, protocol: "StreamingHttpProtocol", transport: "Transport",
-                 request: Request, make_head: Callable[[bool], StreamHead]) -> None:
-        self.protocol = protocol
+    def __init__(self, transport: "Transport", request: Request,
+                 make_head: Callable[[bool], StreamHead]) -> None:
         self.transport = transport
         self.request = request
         self.make_head = make_head
@@ -285,11 +290,14 @@ class BodyStream:
             self.remaining -= size
             self.pending.append(data)
         elif framing == _CHUNKED:
-            self.pending += (chunk_header(size), data, b"\r\n")
-            size += 8
+            header = chunk_header(size)
+            self.pending += (header, data, b"\r\n")
+            size += len(header) + 2
         else:
             self.pending.append(data)
         self.pending_bytes += size
+        if len(self.pending) >= _MAX_BUFFERS:
+            self.flush()
 
     def end(self) -> None:
         """The body is complete: queue its end."""
@@ -428,7 +436,7 @@ class StreamingHttpProtocol(HttpProtocol):
         ``request.keep_alive`` and the stream closes the connection itself
         if its framing needs it.
         """
-        stream = BodyStream(self, transport, request, make_head)
+        stream = BodyStream(transport, request, make_head)
         self.stream = stream
         return stream
 
@@ -513,8 +521,6 @@ class StreamingHttpProtocol(HttpProtocol):
             request_version=request.http_version))
         transport.close()
 
-
-_END = object()
 
 
 # -- routes -------------------------------------------------------------------

@@ -20,6 +20,7 @@ the wait never steals or reorders control messages.
 from __future__ import annotations
 
 import collections
+import importlib
 import itertools
 import logging
 import os
@@ -122,7 +123,6 @@ def resolve(path: str) -> Any:
     else:
         module = sys.modules.get(module_name)
         if module is None:
-            import importlib
             module = importlib.import_module(module_name)
     obj = module
     for part in qualname.split("."):
@@ -224,6 +224,8 @@ class MainHub:
         #: Set by parallio.map for its own short-lived runtimes: those do not
         #: take work queued for the next run().
         self.private = bool(runtime.extras.get("private"))
+        #: True from the first worker's start until the runtime closes.
+        self.started = False
         self.live = True
         #: Worker positions whose worker serves now.
         self.ready: set[int] = set()
@@ -269,6 +271,7 @@ class MainHub:
         self._close_callbacks.append(callback)
 
     def _on_ready(self, seq_id: int) -> None:
+        self.started = True
         self.ready.add(seq_id)
         for callback in self._ready_callbacks:
             callback(seq_id)
@@ -404,10 +407,11 @@ def hub_of(runtime: Runtime) -> MainHub:
 
 def current_hub() -> MainHub | None:
     """The hub of the runtime that main-thread calls to services act on: the
-    newest live one started by run() or start(), or None."""
+    newest one whose workers started and still run (not a map's own), or
+    None."""
     with _hubs_lock:
         for hub in reversed(_hubs):
-            if hub.live and not hub.private:
+            if hub.started and hub.live and not hub.private:
                 return hub
     return None
 

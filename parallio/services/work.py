@@ -108,11 +108,13 @@ def submit_work(func: Callable[..., Any], args: Any = (), kwds: dict[str, Any] |
     refs += [ref for ref in (callback_ref, errback_ref) if ref is not None]
     payload = dumps((refs[0], tuple(args), kwds, callback_ref, errback_ref))
     item = _Item(payload, refs[0].path, refs)
-    main = current_hub()
-    if main is None:
-        with _pending_lock:
+    # Under the lock: a runtime starting now takes the pending items under
+    # it, after it became current.
+    with _pending_lock:
+        main = current_hub()
+        if main is None:
             _pending.append(item)
-        return
+            return
     main.state["work"].submit(item)
 
 
@@ -173,14 +175,19 @@ class _WorkMain:
         hub.on_ready(self._ready)
         hub.on_gone(self._gone)
         hub.on_close(self._closed)
-        if not hub.private:
-            with _pending_lock:
-                items = builtins.list(_pending)
-                _pending.clear()
-            workers = hub.runtime.workers
+        self._adopted = hub.private  # a map's own runtime takes no queued item
+
+    def _adopt(self) -> None:
+        """Take the items queued for the next run(), round-robin."""
+        self._adopted = True
+        with _pending_lock:
+            items = builtins.list(_pending)
+            _pending.clear()
+        workers = self.hub.runtime.workers
+        with self._lock:
             for index, item in enumerate(items):
                 self._assigned[index % workers + 1].append(item)
-            self.unfinished = len(items)
+            self.unfinished += len(items)
 
     def submit(self, item: _Item) -> None:
         with self._lock:
@@ -208,6 +215,8 @@ class _WorkMain:
         self._waiting.append(item)
 
     def _ready(self, seq_id: int) -> None:
+        if not self._adopted:
+            self._adopt()
         for item in self._assigned.pop(seq_id, ()):
             self._inflight[seq_id][item.item_id] = item
             self.hub.send(seq_id, ("svc_work", item.item_id, item.payload))

@@ -15,6 +15,7 @@ from parallio.protocol import ObjectRef, ProtocolSpec
 
 from ._http_client import Client, address_of, encode_request, h11_exchange
 from .conftest import serving
+from .test_cli import start_cli, stop
 
 APP = "tests._http_apps:app"
 
@@ -340,3 +341,13 @@ def test_requests_held_during_a_stream_are_bounded(combo):
         with pytest.raises(ConnectionError):
             client.read()
         sender.join(20)
+
+
+def test_serve_command_takes_a_module_level_server():
+    process, port = start_cli("serve", APP, "--workers", "1", "--io", "epoll")
+    try:
+        with Client(("127.0.0.1", port)) as client:
+            assert client.get("/hello/cli").body == b"Hello, cli!"
+    finally:
+        code, err = stop(process)
+    assert code == 0, err

@@ -714,7 +714,12 @@ class Protected(_ProtectedBase):
                 return setattr(target, *args)
             if op == "__delattr__":
                 return delattr(target, *args)
-            return getattr(target, op)(*args, **(kwds or {}))
+            result = getattr(target, op)(*args, **(kwds or {}))
+            if isinstance(result, (collections.abc.MappingView, collections.abc.Iterator)):
+                # keys(), items(), iter(): read now, under the lock, not later
+                # while others change the object.
+                return builtins.list(result)
+            return result
 
     def _op(self, op: str, *args: Any, **kwds: Any) -> Any:
         result = self._raw(op, args, kwds)

@@ -281,6 +281,9 @@ class _TimersMain:
         with _lock:
             for timer, _seq_id in self.running.values():
                 timer._deactivate()
+            if not self.hub.private:
+                for timer in list(_started.values()):
+                    timer._deactivate()
         self.running.clear()
 
 

@@ -278,7 +278,8 @@ def use_protected(index: int) -> None:
     HITS[f"worker-{index}"] = parallio.thread_seq_id()
     HITS.atomic(bump, "total")
     ITEMS.append(index)
-    record(("protected", len(HITS) > 0, "total" in HITS, type(HITS).__name__))
+    keys, items = HITS.keys(), HITS.items()  # snapshots, taken under the lock
+    record(("protected", len(keys) == len(items) > 0, "total" in HITS, type(HITS).__name__))
 
 
 def protected_read_only_values() -> None:

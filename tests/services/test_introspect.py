@@ -55,6 +55,9 @@ def test_the_main_thread_sums_every_workers_counters(host):
             assert parallio.active_contexts() == 1
         contexts = parallio.context_stats()
         assert contexts["callbacks"] == 1 and contexts["callback_errors"] == 0
+        per_worker = parallio.stats()
+        assert [stats["worker"] for stats in per_worker] == [1, 2]
+        assert all(stats["work_queued"] == 0 and stats["listeners"] == 1 for stats in per_worker)
         text = parallio.prometheus_text()
     finally:
         runtime.stop()

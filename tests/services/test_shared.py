@@ -121,7 +121,8 @@ def test_protected_containers_are_the_main_threads(host_io):
     assert sorted(_funcs.ITEMS) == [0, 1, 2, 3]
     assert {key for key in _funcs.HITS if key.startswith("worker-")} == {
         f"worker-{index}" for index in range(4)}
-    kinds = {kind for _tag, _len, _in, kind in RESULTS}
+    assert {(seen, has_total) for _tag, seen, has_total, _kind in RESULTS} == {(True, True)}
+    kinds = {kind for _tag, _seen, _has_total, kind in RESULTS}
     assert kinds == {"Protected" if host == "threads" else "RemoteProtected"}
 
 

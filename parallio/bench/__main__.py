@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path,
                         help="folder for the results (default bench/results; --quick: a "
                              "temporary folder)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the suite, its servers and wrk at this niceness; -10 (as root) "
+                             "shields them from other processes on a shared machine")
     parser.add_argument("--no-install", action="store_true",
                         help="never apt-get/pip install missing tools (wrk is still required)")
     parser.add_argument("--update-doc", type=Path, metavar="BENCHMARKS.md", nargs="?",
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     settings = Settings.for_mode(args.quick, duration=args.duration, rounds=args.rounds,
-                                 scenarios=scenarios)
+                                 scenarios=scenarios, nice=args.nice)
     say = Progress()
     install = not args.no_install
     say("checking tools ...")
@@ -148,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif contender.static_skip:
             say(f"  {contender.name}: no static file scenario: {contender.static_skip}")
     raise_fd_limit()
+    if settings.nice:
+        # Every process the suite starts inherits it.
+        os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
 
     started = time.monotonic()
     now = datetime.datetime.now()

@@ -52,6 +52,10 @@ class Settings:
     rounds: int
     idle_connections: int
     scenarios: tuple[str, ...] = SCENARIOS
+    #: Niceness of the suite and so of every server, wrk and busy loop it
+    #: starts (children inherit it): negative shields the measurements
+    #: from other processes on a shared machine (root only).
+    nice: int = 0
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> "Settings":

@@ -217,13 +217,15 @@ def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) ->
     rows: Rows = results["rows"]
     machine = results["machine"]
     settings = results["settings"]
+    niceness = f", at niceness {settings['nice']}" if settings.get("nice") else ""
     out = [
         f"Run {results['date']} on `{machine['name']}`: {machine['cpu']}, {machine['cpus']} CPUs, "
         f"Linux {machine['kernel']}, Python {machine['python']}; {results['tools']['wrk']}, "
         f"nginx {results['tools']['nginx'] or 'not installed'}, "
         f"uvloop {results['tools']['uvloop'] or 'not installed'}.",
         f"{settings['duration']} s per measured run, {settings['rounds']} rounds (medians; "
-        f"errors summed over rounds){', QUICK smoke run: not a measurement' if settings['quick'] else ''}. "
+        f"errors summed over rounds){niceness}"
+        f"{', QUICK smoke run: not a measurement' if settings['quick'] else ''}. "
         f"Whole suite: {results['elapsed_s'] / 60:.1f} min.",
         *_background_warning(results),
         "", "### Targets", "",

@@ -136,4 +136,4 @@ def parse_output(stdout: str, stderr: str, returncode: int, command: list[str],
 def wrk_version(wrk: str) -> str:
     result = subprocess.run([wrk, "--version"], capture_output=True, text=True)
     text = (result.stdout + result.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
+    return text.splitlines()[0].partition(" Copyright")[0] if text else "unknown"

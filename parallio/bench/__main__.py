@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 
 from . import report
 from .harness import SCENARIOS, Bench, Progress, Settings, raise_fd_limit
+from .proc import set_session_priority
 from .servers import Contender, parallio_contenders
 from .tools import ensure_binary, ensure_module
 from .wrk import wrk_version
@@ -49,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for the results (default bench/results; --quick: a "
                              "temporary folder)")
     parser.add_argument("--nice", type=int, default=0,
-                        help="run the suite, its servers and wrk at this niceness; -10 (as root) "
-                             "shields them from other processes on a shared machine")
+                        help="run wrk, the servers and their sessions' scheduling groups at this "
+                             "niceness; -10 (as root) shields the measurements from other "
+                             "processes on a shared machine")
     parser.add_argument("--no-install", action="store_true",
                         help="never apt-get/pip install missing tools (wrk is still required)")
     parser.add_argument("--update-doc", type=Path, metavar="BENCHMARKS.md", nargs="?",
@@ -152,8 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"  {contender.name}: no static file scenario: {contender.static_skip}")
     raise_fd_limit()
     if settings.nice:
-        # Every process the suite starts inherits it.
+        # wrk and the busy loop inherit both; each server's own session
+        # gets it when started.
         os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
+        set_session_priority("self", settings.nice)
+    # Stopping the suite with SIGTERM must stop its servers too: let it
+    # unwind like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     started = time.monotonic()
     now = datetime.datetime.now()

@@ -52,9 +52,9 @@ class Settings:
     rounds: int
     idle_connections: int
     scenarios: tuple[str, ...] = SCENARIOS
-    #: Niceness of the suite and so of every server, wrk and busy loop it
-    #: starts (children inherit it): negative shields the measurements
-    #: from other processes on a shared machine (root only).
+    #: Niceness of the suite's session (wrk, the busy loop) and of each
+    #: server's: negative shields the measurements from other processes on
+    #: a shared machine (root only).
     nice: int = 0
 
     @classmethod
@@ -160,21 +160,24 @@ class Bench:
                 port = srv.free_port()
                 log = self.scratch / f"{contender.family}-{port}.log"
                 argv = contender.argv(purpose, port, workers, self.static_dir, self.scratch)
-                entry.server = RunningServer(contender, argv, port, log, cpus)
+                entry.server = RunningServer(contender, argv, port, log, cpus,
+                                             self.settings.nice)
             entries.append(entry)
-        for entry in entries:
-            if entry.server is None:
-                continue
-            try:
-                entry.server.wait_ready()
-                problem = srv.check_answers(entry.server, routes, self.static_digest)
-            except ServerFailed as exc:
-                problem = str(exc)
-            if problem:
-                entry.status, entry.reason = "failed", problem
-                entry.server.stop()
-                entry.server = None
-                self.say(f"  {entry.contender.name} x{workers}: FAILED: {problem}")
+        try:
+            for entry in live(entries):
+                try:
+                    entry.server.wait_ready()
+                    problem = srv.check_answers(entry.server, routes, self.static_digest)
+                except ServerFailed as exc:
+                    problem = str(exc)
+                if problem:
+                    entry.status, entry.reason = "failed", problem
+                    entry.server.stop()
+                    entry.server = None
+                    self.say(f"  {entry.contender.name} x{workers}: FAILED: {problem}")
+        except BaseException:  # interrupted: leave no server behind
+            self.stop(entries)
+            raise
         return entries
 
     @staticmethod

@@ -105,6 +105,20 @@ class PeakRssSampler:
         return self.peak
 
 
+def set_session_priority(pid: int | str, nice: int) -> None:
+    """Give the scheduling group of ``pid``'s session the niceness ``nice``.
+
+    With autogroup scheduling (the Linux default), CPU time is shared
+    between sessions first, and a process's own nice value only matters
+    inside its session: a server started in a session of its own must have
+    its group's niceness set to rank above other sessions' processes."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:  # no autogroup scheduling, or not allowed
+        pass
+
+
 def _cpu_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
     with open("/proc/stat") as stat:

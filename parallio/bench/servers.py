@@ -17,7 +17,7 @@ from typing import IO
 
 from . import apps
 from .peers import nginx as nginx_peer
-from .proc import process_tree
+from .proc import process_tree, set_session_priority
 
 HOST = "127.0.0.1"
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "asyncio_http.py"
@@ -124,7 +124,7 @@ class RunningServer:
     reaches every worker it forked), optionally pinned to ``cpus``."""
 
     def __init__(self, contender: Contender, argv: list[str], port: int, log_path: Path,
-                 cpus: str | None) -> None:
+                 cpus: str | None, nice: int = 0) -> None:
         self.contender = contender
         self.port = port
         self.log_path = log_path
@@ -134,6 +134,8 @@ class RunningServer:
         # taskset execs the server, so the pid is the server's own.
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
+        if nice:
+            set_session_priority(self.process.pid, nice)
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"

@@ -188,7 +188,10 @@ def readonly(value: Any) -> Any:
             return view
         except Exception:
             pass
-    return ReadOnlyObject(value)
+    try:
+        return SharedBuffer(memoryview(value))  # anything else with the buffer protocol
+    except TypeError:
+        return ReadOnlyObject(value)
 
 
 class _ReadOnly:

@@ -240,6 +240,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def read_out_of_band(name: str) -> None:
+    data = parallio.shared(name)["data"]
+    record(("out of band", type(data).__name__, data.nbytes, bytes(data[:8])))
+
+
 def write_shared(name: str, how: str) -> None:
     value = parallio.shared(name)
     try:

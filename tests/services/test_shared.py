@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -60,6 +61,16 @@ def test_other_objects_reach_every_worker_read_only(host):
     assert seen["config"] == ("ReadOnlyDict", config)  # .copy() is a private deep copy
     assert seen["items"] == ("ReadOnlyList", [1, "two", 3.0])
     assert parallio.shared("config") is config  # the main thread has the original
+
+
+def test_buffers_inside_objects_stay_out_of_band(host):
+    """What pickles out of band (NumPy arrays do) is not copied per worker:
+    it stays in the memfd, and the worker reads it there."""
+    blob = bytes(range(256)) * 64
+    parallio.share("frame", {"columns": ["a"], "data": pickle.PickleBuffer(blob)})
+    parallio.submit_work(_funcs.read_out_of_band, ("frame",))
+    parallio.run(workers=1, parallel=host, io="epoll")
+    assert RESULTS == [("out of band", "SharedBuffer", len(blob), blob[:8])]
 
 
 @pytest.mark.parametrize("name, value, how, error", [

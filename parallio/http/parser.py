@@ -60,6 +60,10 @@ Where RFC 9110/9112 leave a choice, the parser takes the strict side:
   (``finished`` is True). RFC 9112 §9.6 forbids processing such requests, and
   answering them with an error would corrupt the response stream.
 
+Input that is already hopeless is refused before its head is complete: a
+first byte that cannot start a method (a TLS handshake, binary), a complete
+but malformed request line, a bare LF.
+
 Sizes are bounded by :class:`Limits`: request line (414), header section or
 header count (431; trailers count separately against the same limits), body
 (413: Content-Length at once, chunked as soon as the running total of
@@ -473,16 +477,15 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     """Validate a request head (request line and field lines, without the
     final blank line); return Request's constructor arguments and the body
     length (``_CHUNKED`` for chunked). Depends on nothing but its inputs."""
-    line_end = head.find(b"\r\n")
-    if line_end < 0:
-        line_end = len(head)
-    if line_end > limits.max_request_line:
-        raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
-    # The header section counts each field line with its CRLF.
-    if len(head) + 2 - (line_end + 2) > limits.max_header_block:
-        raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
     lines = head.decode("latin-1").split("\r\n")
-    _check_field_bytes(head, len(lines))
+    line_length = len(lines[0])  # latin-1: one character per byte
+    if line_length > limits.max_request_line:
+        raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
+    # The header section: each field line with its CRLF.
+    if len(head) - line_length > limits.max_header_block:
+        raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
+    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
+        raise _head_bytes_error(head)
     method, target, raw_path, query, version = _parse_request_line(lines[0])
     items, special = _parse_fields(lines[1:], limits)
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from . import report
 from .harness import SCENARIOS, Bench, Progress, Settings, raise_fd_limit
 from .proc import set_session_priority
-from .servers import Contender, parallio_contenders
+from .servers import Contender, default_parallio, parallio_contenders
 from .tools import ensure_binary, ensure_module
 from .wrk import wrk_version
 
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "processes on a shared machine")
     parser.add_argument("--no-install", action="store_true",
                         help="never apt-get/pip install missing tools (wrk is still required)")
+    parser.add_argument("--render", type=Path, metavar="RESULTS.json",
+                        help="run nothing: write the table and chart again from a results "
+                             "file (after a change to the report)")
     parser.add_argument("--update-doc", type=Path, metavar="BENCHMARKS.md", nargs="?",
                         const=Path("BENCHMARKS.md"),
                         help="replace the latest table in this file (default BENCHMARKS.md)")
@@ -102,7 +105,8 @@ def machine() -> dict[str, Any]:
 
 
 def previous_run(folder: Path, results: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest full run in ``folder`` on the same machine and Python."""
+    """The newest full run in ``folder`` before ``results``, on the same
+    machine and Python."""
     if results["settings"]["quick"]:
         return None
     candidates = []
@@ -112,6 +116,7 @@ def previous_run(folder: Path, results: dict[str, Any]) -> dict[str, Any] | None
         except (OSError, ValueError):
             continue
         if (earlier.get("suite") == "parallio.bench" and not earlier["settings"]["quick"]
+                and earlier["date"] < results["date"]
                 and earlier["machine"]["name"] == results["machine"]["name"]
                 and earlier["machine"]["python"] == results["machine"]["python"]):
             candidates.append(earlier)
@@ -131,20 +136,49 @@ def update_doc(path: Path, table: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
-    unknown = set(scenarios) - set(SCENARIOS)
-    if unknown:
-        print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    settings = Settings.for_mode(args.quick, duration=args.duration, rounds=args.rounds,
-                                 scenarios=scenarios, nice=args.nice)
     say = Progress()
-    install = not args.no_install
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        results["targets"] = report.targets(results["rows"], results["machine"]["cpus"],
+                                            results.get("default_contender"))
+        stem = args.render.with_suffix("")
+    else:
+        scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
+        unknown = set(scenarios) - set(SCENARIOS)
+        if unknown:
+            print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        settings = Settings.for_mode(args.quick, duration=args.duration, rounds=args.rounds,
+                                     scenarios=scenarios, nice=args.nice)
+        results = run_suite(settings, not args.no_install, say)
+        if results is None:
+            return 2
+        if args.output is not None:
+            output = args.output
+        elif settings.quick:
+            output = Path(tempfile.gettempdir()) / "parallio-bench-quick"
+        else:
+            output = Path("bench") / "results"
+        output.mkdir(parents=True, exist_ok=True)
+        stem = output / f"{results['started']}-{results['machine']['name']}"
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    install = not args.no_install and not results["settings"]["quick"]
+    write_reports(results, stem, install, args.update_doc, say)
+    bad = [row for row in results["rows"] if row["status"] == "failed"
+           or row["median"].get("errors") or row["median"].get("non_2xx")]
+    for row in bad:
+        say(f"PROBLEM: {row['scenario']} {row['contender']}: "
+            f"{row['reason'] or 'errors under load'}")
+    return 1 if bad else 0
+
+
+def run_suite(settings: Settings, install: bool, say: Progress) -> dict[str, Any] | None:
+    """Run every scenario; the results document, or None without wrk."""
     say("checking tools ...")
     wrk = ensure_binary("wrk", "wrk", install, say)
     if wrk is None:
         say("wrk is required and could not be installed: apt-get install -y wrk")
-        return 2
+        return None
     # A smoke run installs only what it cannot do without.
     peers, versions = peer_contenders(install and not settings.quick, say)
     contenders = parallio_contenders() + peers
@@ -171,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "suite": "parallio.bench",
         "date": now.strftime("%Y-%m-%d %H:%M"),
+        "started": now.strftime("%Y-%m-%d-%H%M"),
         "machine": info,
         "settings": dataclasses.asdict(settings),
         "tools": {"wrk": wrk_version(wrk), **versions},
@@ -178,40 +213,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "background_busy": bench.background,
         "elapsed_s": time.monotonic() - started,
         "rows": [row.as_dict() for row in bench.rows],
+        "default_contender": default_parallio(),
     }
-    results["targets"] = report.targets(results["rows"], info["cpus"])
+    results["targets"] = report.targets(rows=results["rows"], cores=info["cpus"],
+                                        default=results["default_contender"])
+    return results
 
-    if args.output is not None:
-        output = args.output
-    elif settings.quick:
-        output = Path(tempfile.gettempdir()) / "parallio-bench-quick"
-    else:
-        output = Path("bench") / "results"
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"{now.strftime('%Y-%m-%d-%H%M')}-{info['name']}"
-    previous = previous_run(output, results)
+
+def write_reports(results: dict[str, Any], stem: Path, install: bool,
+                  doc: Path | None, say: Progress) -> None:
+    """The markdown table and the chart beside ``stem``.json; the table
+    also into ``doc`` when given, and on stdout."""
+    previous = previous_run(stem.parent, results)
     if previous is not None:
         say(f"comparing with the previous run of {previous['date']}")
     table = report.markdown(results, previous)
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     stem.with_suffix(".md").write_text(table)
-    if not settings.quick and not ensure_module("matplotlib", install, say):
+    if install and not ensure_module("matplotlib", install, say):
         say("  matplotlib is not available: no chart")
     problem = report.chart(results, stem.with_suffix(".png"))
     if problem:
         say(f"  {problem}")
-    if args.update_doc is not None:
-        if update_doc(args.update_doc, table):
-            say(f"updated the latest table in {args.update_doc}")
+    if doc is not None:
+        if update_doc(doc, table):
+            say(f"updated the latest table in {doc}")
         else:
-            say(f"{args.update_doc} has no {DOC_START} ... {DOC_END} markers: not updated")
+            say(f"{doc} has no {DOC_START} ... {DOC_END} markers: not updated")
     print(table)
     say(f"results: {stem}.json, .md" + ("" if problem else ", .png"))
-    bad = [row for row in bench.rows if row.status == "failed"
-           or row.median.get("errors") or row.median.get("non_2xx")]
-    for row in bad:
-        say(f"PROBLEM: {row.scenario} {row.contender}: {row.reason or 'errors under load'}")
-    return 1 if bad else 0
 
 
 if __name__ == "__main__":

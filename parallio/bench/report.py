@@ -20,6 +20,7 @@ TARGETS = {
     "P3": "p99 at 80% load no worse than asyncio's",
     "P4": "1 MB static file >= 0.8x nginx (requests per server CPU-second)",
 }
+TARGET_SCENARIOS = {"P1": "per_core", "P2": "scaling", "P3": "latency", "P4": "static"}
 
 
 def select(rows: Rows, scenario: str, status: str | None = "ok", **variant: Any) -> Rows:
@@ -56,65 +57,89 @@ def _skipped_parallio(rows: Rows, scenario: str) -> str:
     return "; ".join(sorted(reasons)) or "no parallio contender ran"
 
 
-def targets(rows: Rows, cores: int) -> list[dict[str, Any]]:
-    """Each target: its figures, and met True/False (None: not measured)."""
-    results = []
+def targets(rows: Rows, cores: int, default: str | None = None) -> list[dict[str, Any]]:
+    """Each target: its figures, and met True/False (None: not measured).
 
+    A target is judged on ``default``, the parallio contender that ``auto``
+    picks on this Python (what a user gets), when it ran; the best parallio
+    contender is named beside it. Judging on the best of several noisy
+    figures would flatter parallio."""
+
+    def judge(target: str, candidates: Rows, key: str, describe: Callable[[dict], str],
+              passes: Callable[[dict], bool], lowest: bool = False,
+              context: str = "") -> dict[str, Any]:
+        top = best(candidates, key, lowest)
+        chosen = next((row for row in candidates if row["contender"] == default
+                       and key in row["median"]), top)
+        if chosen is None:
+            return dict(id=target, met=None,
+                        result=_skipped_parallio(rows, TARGET_SCENARIOS[target]))
+        text = f"{chosen['contender']}: {describe(chosen)}"
+        if top is not chosen:
+            text += f" (best: {top['contender']}, {describe(top)})"
+        return dict(id=target, met=passes(chosen), result=text + context,
+                    contender=chosen["contender"])
+
+    results = []
     plain = select(rows, "per_core", route="plaintext")
-    top = best(plain, "capacity_rps")
     asyncio_row, uvloop_row = family_row(plain, "asyncio"), family_row(plain, "uvloop")
-    if top and asyncio_row:
-        vs_asyncio = ratio(top["median"]["capacity_rps"], asyncio_row["median"]["capacity_rps"])
-        vs_uvloop = uvloop_row and ratio(top["median"]["capacity_rps"],
-                                         uvloop_row["median"]["capacity_rps"])
-        met = vs_asyncio >= 1.3 and (vs_uvloop is None or vs_uvloop >= 1.1)
-        text = f"{top['contender']}: {fmt_ratio(vs_asyncio)} asyncio, " + (
-            f"{fmt_ratio(vs_uvloop)} uvloop" if vs_uvloop else "uvloop not measured")
-        results.append(dict(id="P1", met=met, result=text, vs_asyncio=vs_asyncio,
-                            vs_uvloop=vs_uvloop))
+    if asyncio_row:
+        def vs(row: dict, base: dict | None) -> float | None:
+            return base and ratio(row["median"]["capacity_rps"], base["median"]["capacity_rps"])
+        results.append(judge(
+            "P1", plain, "capacity_rps",
+            lambda row: f"{fmt_ratio(vs(row, asyncio_row))} asyncio, " + (
+                f"{fmt_ratio(vs(row, uvloop_row))} uvloop" if uvloop_row else "no uvloop"),
+            lambda row: vs(row, asyncio_row) >= 1.3 and (
+                uvloop_row is None or vs(row, uvloop_row) >= 1.1)))
     else:
-        results.append(dict(id="P1", met=None, result=_skipped_parallio(rows, "per_core")))
+        results.append(dict(id="P1", met=None, result="asyncio did not run"))
 
     scaling = select(rows, "scaling")
     one_loop = family_row([row for row in scaling if row["variant"]["workers"] == 1], "asyncio")
-    two = best([row for row in scaling if row["variant"]["workers"] == min(2, cores)], "rps")
-    if two and one_loop:
-        vs_one_loop = ratio(two["median"]["rps"], one_loop["median"]["rps"])
-        text = f"{two['contender']} x{two['variant']['workers']}: {fmt_ratio(vs_one_loop)} asyncio"
-        met = vs_one_loop >= 1.9 if cores >= 2 else None
-        if cores > 2:
-            widest = best([row for row in scaling if row["variant"]["workers"] == cores], "rps")
-            single = widest and next(
-                (row for row in scaling if row["contender"] == widest["contender"]
-                 and row["variant"]["workers"] == 1), None)
-            efficiency = single and ratio(widest["median"]["rps"],
-                                          cores * single["median"]["rps"])
-            text += f"; x{cores}: {efficiency:.0%} of linear" if efficiency else ""
-            met = bool(met and efficiency and efficiency >= 0.9)
-        results.append(dict(id="P2", met=met, result=text, vs_one_loop=vs_one_loop))
+    singles = {row["contender"]: row["median"]["rps"] for row in scaling
+               if row["variant"]["workers"] == 1}
+    if one_loop and cores >= 2:
+        def describe_scaling(row: dict) -> str:
+            text = f"{fmt_ratio(ratio(row['median']['rps'], one_loop['median']['rps']))} asyncio"
+            return text + f", {_pct(linearity(row))} of linear"
+
+        def linearity(row: dict) -> float | None:
+            return ratio(row["median"]["rps"], cores * singles.get(row["contender"], 0))
+
+        widest = [row for row in scaling if row["variant"]["workers"] == cores]
+        if cores == 2:
+            results.append(judge(
+                "P2", widest, "rps", describe_scaling,
+                lambda row: ratio(row["median"]["rps"], one_loop["median"]["rps"]) >= 1.9))
+        else:
+            results.append(judge("P2", widest, "rps", describe_scaling,
+                                 lambda row: (linearity(row) or 0.0) >= 0.9))
     else:
-        results.append(dict(id="P2", met=None, result=_skipped_parallio(rows, "scaling")))
+        results.append(dict(id="P2", met=None, result="asyncio did not run, or one core"))
 
     heavy = select(rows, "latency", load=0.8)
-    top = best(heavy, "p99_ms", lowest=True)
     asyncio_row = family_row(heavy, "asyncio")
-    if top and asyncio_row:
-        mine, theirs = top["median"]["p99_ms"], asyncio_row["median"]["p99_ms"]
-        results.append(dict(id="P3", met=mine <= theirs,
-                            result=f"{top['contender']}: p99 {mine:.2f} ms, asyncio {theirs:.2f} ms",
-                            p99_ms=mine, asyncio_p99_ms=theirs))
+    if asyncio_row:
+        theirs = asyncio_row["median"]["p99_ms"]
+        results.append(judge(
+            "P3", heavy, "p99_ms",
+            lambda row: f"p99 {row['median']['p99_ms']:.2f} ms",
+            lambda row: row["median"]["p99_ms"] <= theirs, lowest=True,
+            context=f"; asyncio {theirs:.2f} ms"))
     else:
-        results.append(dict(id="P3", met=None, result=_skipped_parallio(rows, "latency")))
+        results.append(dict(id="P3", met=None, result="asyncio did not run"))
 
     static = select(rows, "static")
-    top, nginx_row = best(static, "capacity_rps"), family_row(static, "nginx")
-    if top and nginx_row:
-        vs_nginx = ratio(top["median"]["capacity_rps"], nginx_row["median"]["capacity_rps"])
-        results.append(dict(id="P4", met=vs_nginx >= 0.8, vs_nginx=vs_nginx,
-                            result=f"{top['contender']}: {fmt_ratio(vs_nginx)} nginx"))
+    nginx_row = family_row(static, "nginx")
+    if nginx_row:
+        def vs_nginx(row: dict) -> float:
+            return row["median"]["capacity_rps"] / nginx_row["median"]["capacity_rps"]
+        results.append(judge("P4", static, "capacity_rps",
+                             lambda row: f"{fmt_ratio(vs_nginx(row))} nginx",
+                             lambda row: vs_nginx(row) >= 0.8))
     else:
-        why = "nginx not measured" if top else _skipped_parallio(rows, "static")
-        results.append(dict(id="P4", met=None, result=why))
+        results.append(dict(id="P4", met=None, result="nginx not measured"))
     for target in results:
         target["text"] = TARGETS[target["id"]]
     return results
@@ -122,8 +147,10 @@ def targets(rows: Rows, cores: int) -> list[dict[str, Any]]:
 
 # -- markdown ---------------------------------------------------------------
 
-def _table(header: list[str], lines: list[list[str]]) -> list[str]:
-    align = ["---"] + ["---:"] * (len(header) - 1)
+def _table(header: list[str], lines: list[list[str]], text_columns: int = 1) -> list[str]:
+    """A markdown table: the first ``text_columns`` left-aligned, figures
+    right-aligned."""
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
     return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
             *("| " + " | ".join(line) + " |" for line in lines)]
 
@@ -210,7 +237,7 @@ def comparison(results: dict[str, Any], previous: dict[str, Any]) -> list[str]:
         return []
     return ["", f"### Against the previous run ({previous['date']}), as ratios to asyncio", "",
             *_table(["scenario", "variant", "contender", "figure", "then", "now", "change"],
-                    lines)]
+                    lines, text_columns=4)]
 
 
 def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
@@ -229,10 +256,13 @@ def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) ->
         f"Whole suite: {results['elapsed_s'] / 60:.1f} min.",
         *_background_warning(results),
         "", "### Targets", "",
+        f"Judged on `{results.get('default_contender') or 'the best parallio contender'}`, "
+        "what `--parallel auto --io auto` picks on this Python; the best combination is "
+        "named where it differs.", "",
         *_table(["target", "result", "met"],
                 [[f"{t['id']}: {t['text']}", t["result"],
                   {True: "yes", False: "**no**", None: "not measured"}[t["met"]]]
-                 for t in results["targets"]]),
+                 for t in results["targets"]], text_columns=3),
     ]
 
     for route in ("plaintext", "json"):

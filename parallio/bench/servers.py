@@ -90,6 +90,20 @@ def parallio_contenders() -> list[Contender]:
     return contenders
 
 
+def default_parallio() -> str | None:
+    """The name of the contender ``--parallel auto --io auto`` picks for
+    the bench app on this Python, or None if it cannot choose."""
+    from ..engine import choose_engine
+    from ..host import choose_host
+
+    try:
+        engine, _why = choose_engine("auto")
+        host, _why = choose_host("auto", ["parallio.bench.apps"], None)
+    except Exception:  # noqa: BLE001 - no default, the report names the best
+        return None
+    return f"parallio {host.name}/{engine}"
+
+
 def _import_problem(module: str, what: str) -> str | None:
     try:
         __import__(module)

@@ -399,6 +399,8 @@ class _Share:
         self._anchor: Any = None
         self._local: Any = None
         self._address_given = False
+        # Threads-host workers open a share at once: one mapping, one view.
+        self._open_lock = threading.RLock()
 
     def in_process_address(self) -> int:
         """The address of one private mapping of the memfd, made once and
@@ -406,25 +408,29 @@ class _Share:
         counts once in this process's resident memory."""
         if not self.size:
             return 0
-        if self._mapping is None:
-            # Private and writable only to learn its address through ctypes;
-            # nothing writes to it, and a write could not reach the memfd.
-            self._mapping = mmap.mmap(self.fd, self.size, flags=mmap.MAP_PRIVATE,
-                                      prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            self._anchor = ctypes.c_char.from_buffer(self._mapping)
-        return ctypes.addressof(self._anchor)
+        with self._open_lock:
+            if self._mapping is None:
+                # Private and writable only to learn its address through
+                # ctypes; nothing writes to it, and a write could not reach
+                # the memfd.
+                self._mapping = mmap.mmap(self.fd, self.size, flags=mmap.MAP_PRIVATE,
+                                          prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                self._anchor = ctypes.c_char.from_buffer(self._mapping)
+            return ctypes.addressof(self._anchor)
 
     def local_value(self) -> Any:
         """What workers of the threads host get (the same object for all),
         and the main thread for a buffer."""
-        if self._local is None:
-            if self.layout[0] == "buffer":
-                self.in_process_address()
-                raw = memoryview(self._mapping) if self._mapping is not None else memoryview(b"")
-                self._local = _buffer_from(raw, self.layout, self.regions, self.name)
-            else:
-                self._local = readonly(self.obj)
-        return self._local
+        with self._open_lock:
+            if self._local is None:
+                if self.layout[0] == "buffer":
+                    self.in_process_address()
+                    raw = (memoryview(self._mapping) if self._mapping is not None
+                           else memoryview(b""))
+                    self._local = _buffer_from(raw, self.layout, self.regions, self.name)
+                else:
+                    self._local = readonly(self.obj)
+            return self._local
 
     def descriptor(self, host: str) -> tuple:
         if host == "threads":

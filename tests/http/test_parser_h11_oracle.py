@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 import h11
 from hypothesis import HealthCheck, given, settings
@@ -238,7 +238,7 @@ def mutated_streams(draw: st.DrawFn, operations: tuple[str, ...]) -> bytes:
 # --- running the parsers --------------------------------------------------------------------
 
 
-def normalize_fields(pairs) -> tuple:  # type: ignore[no-untyped-def]
+def normalize_fields(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
     """Fields as compared: h11 folds repeated Content-Length into one and
     lowercases Transfer-Encoding, so Content-Length is left out (the body
     comparison covers it) and Transfer-Encoding values are lowercased."""

@@ -189,8 +189,7 @@ class Bench:
 
     # -- one measured run -------------------------------------------------
     def measure(self, server: RunningServer, route: str, *, connections: int,
-                cpus: str | None, duration: int | None = None,
-                rate: float | None = None) -> dict[str, Any]:
+                cpus: str | None, rate: float | None = None) -> dict[str, Any]:
         """Load ``server`` once; wrk's figures plus the server's CPU and
         peak memory over the run."""
         pids = server.pids()
@@ -198,7 +197,7 @@ class Bench:
         before = cpu_times(pids)
         try:
             result = run_wrk(self.wrk, server.url(srv.route_path(route)),
-                             connections=connections, duration_s=duration or self.settings.duration,
+                             connections=connections, duration_s=self.settings.duration,
                              cpus=cpus, rate=rate)
         finally:
             peak = sampler.stop()
@@ -241,7 +240,7 @@ class Bench:
         assert entry.server is not None
         try:
             return action(entry.server)
-        except (WrkError, OSError) as exc:
+        except (WrkError, OSError, subprocess.TimeoutExpired) as exc:
             reason = str(exc)
             if entry.server.process.poll() is not None:
                 reason = f"the server exited: {entry.server.log_tail()}"
@@ -253,14 +252,13 @@ class Bench:
 
     def rounds(self, entries: list[Entry], variants: list[dict[str, Any]],
                scenario: str, run: Callable[[RunningServer, dict[str, Any]], dict[str, Any]],
-               label: Callable[[dict[str, Any], dict[str, Any]], str],
-               rounds: int | None = None) -> list[Row]:
-        """Measure every (entry, variant) ``rounds`` times, interleaved: each
+               label: Callable[[dict[str, Any], dict[str, Any]], str]) -> list[Row]:
+        """Measure every (entry, variant) once per round, interleaved: each
         round loads each contender once per variant, starting one further
         along each round."""
         rows = {(id(entry), index): self.row(scenario, entry, variant)
                 for entry in entries for index, variant in enumerate(variants)}
-        total = rounds or self.settings.rounds
+        total = self.settings.rounds
         for round_index in range(total):
             for index, variant in enumerate(variants):
                 for entry in rotate(live(entries), round_index):

@@ -385,7 +385,7 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
         ("plaintext\nreq/CPU-s", select(rows, "per_core", route="plaintext"), "capacity_rps"),
         ("json\nreq/CPU-s", select(rows, "per_core", route="json"), "capacity_rps"),
         ("1 MiB file\nreq/CPU-s", select(rows, "static"), "capacity_rps"),
-        (f"/cpu x{cores}\nreq/s", [row for row in select(rows, "scaling")
+        (f"/cpu x{cores}\nreq/s (asyncio x{cores})", [row for row in select(rows, "scaling")
                                    if row["variant"]["workers"] == cores], "rps"),
     ]
     names = sorted({row["contender"] for _, group, _ in groups for row in group},

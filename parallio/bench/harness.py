@@ -250,19 +250,22 @@ class Bench:
             entry.server = None
             return None
 
-    def rounds(self, entries: list[Entry], variants: list[dict[str, Any]],
-               scenario: str, run: Callable[[RunningServer, dict[str, Any]], dict[str, Any]],
+    def rounds(self, scenario: str, entries: list[Entry], variants: list[dict[str, Any]], *,
+               connections: int, cpus: str | None,
                label: Callable[[dict[str, Any], dict[str, Any]], str]) -> list[Row]:
         """Measure every (entry, variant) once per round, interleaved: each
         round loads each contender once per variant, starting one further
-        along each round."""
+        along each round. A variant names its ``route``, and its ``rate``
+        for a paced run."""
         rows = {(id(entry), index): self.row(scenario, entry, variant)
                 for entry in entries for index, variant in enumerate(variants)}
         total = self.settings.rounds
         for round_index in range(total):
             for index, variant in enumerate(variants):
                 for entry in rotate(live(entries), round_index):
-                    figures = self.guarded(entry, lambda server: run(server, variant))
+                    figures = self.guarded(entry, lambda server: self.measure(
+                        server, variant["route"], connections=connections, cpus=cpus,
+                        rate=variant.get("rate")))
                     row = rows[(id(entry), index)]
                     if figures is None:
                         row.status, row.reason = entry.status, entry.reason
@@ -323,12 +326,11 @@ class Bench:
                  "(shared with a busy loop), wrk on CPU 1")
         with busy_loop(SERVER_CPU):
             self.rounds(
-                entries, [{"route": "plaintext"}, {"route": "json"}], "per_core",
-                lambda server, variant: self.measure(
-                    server, variant["route"], connections=PER_CORE_CONNECTIONS, cpus=LOAD_CPU),
-                lambda variant, f: (f"{variant['route']:9s} {f['rps']:9,.0f} req/s  "
-                                    f"{f['capacity_rps']:9,.0f} req/CPU-s  "
-                                    f"p99 {f['p99_ms']:.2f} ms"))
+                "per_core", entries, [{"route": "plaintext"}, {"route": "json"}],
+                connections=PER_CORE_CONNECTIONS, cpus=LOAD_CPU,
+                label=lambda variant, f: (f"{variant['route']:9s} {f['rps']:9,.0f} req/s  "
+                                          f"{f['capacity_rps']:9,.0f} req/CPU-s  "
+                                          f"p99 {f['p99_ms']:.2f} ms"))
 
     def latency(self, entries: list[Entry]) -> None:
         """Scenario 5: fixed request rates at 50% and 80% of asyncio's
@@ -351,14 +353,13 @@ class Bench:
         self.say(f"scenario 5 (latency): asyncio's maximum {self.peer_max_rps:,.0f} req/s")
         loads = [LATENCY_LOADS[-1]] if self.settings.quick else list(LATENCY_LOADS)
         self.rounds(
-            entries, [{"route": "plaintext", "load": load, "rate": load * self.peer_max_rps}
-                      for load in loads], "latency",
-            lambda server, variant: self.measure(
-                server, "plaintext", connections=LATENCY_CONNECTIONS, cpus=LOAD_CPU,
-                rate=variant["rate"]),
-            lambda variant, f: (f"{variant['load']:.0%} load {f['rps']:9,.0f} req/s  "
-                                f"p50 {f['p50_ms']:.3f}  p99 {f['p99_ms']:.3f}  "
-                                f"p99.9 {f['p999_ms']:.3f} ms"))
+            "latency", entries,
+            [{"route": "plaintext", "load": load, "rate": load * self.peer_max_rps}
+             for load in loads],
+            connections=LATENCY_CONNECTIONS, cpus=LOAD_CPU,
+            label=lambda variant, f: (f"{variant['load']:.0%} load {f['rps']:9,.0f} req/s  "
+                                      f"p50 {f['p50_ms']:.3f}  p99 {f['p99_ms']:.3f}  "
+                                      f"p99.9 {f['p999_ms']:.3f} ms"))
 
     def idle(self, entries: list[Entry]) -> None:
         """Scenario 4: memory held per idle keep-alive connection, one
@@ -413,11 +414,11 @@ class Bench:
         try:
             self.warm_up(entries, "static", STATIC_CONNECTIONS, LOAD_CPU)
             self.rounds(
-                entries, [{"route": "static"}], "static",
-                lambda server, variant: self.measure(
-                    server, "static", connections=STATIC_CONNECTIONS, cpus=LOAD_CPU),
-                lambda variant, f: (f"{f['rps']:7,.0f} req/s  {f['mb_per_s']:7,.0f} MB/s  "
-                                    f"{f['capacity_rps']:7,.0f} req/CPU-s"))
+                "static", entries, [{"route": "static"}],
+                connections=STATIC_CONNECTIONS, cpus=LOAD_CPU,
+                label=lambda variant, f: (f"{f['rps']:7,.0f} req/s  "
+                                          f"{f['mb_per_s']:7,.0f} MB/s  "
+                                          f"{f['capacity_rps']:7,.0f} req/CPU-s"))
         finally:
             self.stop(entries)
 
@@ -436,11 +437,10 @@ class Bench:
                 entries += self.start(scalable, APP, ["cpu"], workers=workers, cpus=None)
             self.warm_up(entries, "cpu", SCALING_CONNECTIONS, None)
             self.rounds(
-                entries, [{"route": "cpu"}], "scaling",
-                lambda server, variant: self.measure(
-                    server, "cpu", connections=SCALING_CONNECTIONS, cpus=None),
-                lambda variant, f: (f"x{variant['workers']} {f['rps']:7,.0f} req/s  "
-                                    f"p99 {f['p99_ms']:.1f} ms"))
+                "scaling", entries, [{"route": "cpu"}],
+                connections=SCALING_CONNECTIONS, cpus=None,
+                label=lambda variant, f: (f"x{variant['workers']} {f['rps']:7,.0f} req/s  "
+                                          f"p99 {f['p99_ms']:.1f} ms"))
         finally:
             self.stop(entries)
 

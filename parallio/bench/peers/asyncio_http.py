@@ -158,6 +158,8 @@ class HttpProtocol(asyncio.Protocol):
         if version == b"HTTP/1.1":
             keep_alive = True
         elif version == b"HTTP/1.0":
+            # Closing after each HTTP/1.0 request is always correct, and
+            # spares the Connection: keep-alive answer such clients need.
             keep_alive = False
         elif version.startswith(b"HTTP/"):
             self.fail(out, 505)
@@ -200,11 +202,8 @@ class HttpProtocol(asyncio.Protocol):
         lowered = head[line_end:].lower()
         connection = _header_value(lowered, b"connection:")
         if connection is not None:
-            tokens = {token.strip() for token in connection.split(b",")}
-            if b"close" in tokens:
+            if b"close" in {token.strip() for token in connection.split(b",")}:
                 keep_alive = False
-            elif b"keep-alive" in tokens:
-                keep_alive = True
         length = _header_value(lowered, b"content-length:")
         has_body = (length is not None and length != b"0") or (
             _header_value(lowered, b"transfer-encoding:") is not None)

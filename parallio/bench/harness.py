@@ -223,6 +223,7 @@ class Bench:
         if rate is not None:
             figures["rate_target"] = rate
         figures["socket_errors"] = result.socket_errors
+        figures["wrk"] = " ".join(result.command)
         return figures
 
     def warm_up(self, entries: list[Entry], route: str, connections: int,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 _MARKER = "BENCH-SUMMARY "
 
@@ -68,17 +67,11 @@ class WrkResult:
     socket_errors: dict[str, int]
     non_2xx: int
     latency_ms: dict[str, float]
-    rate_target: float | None = None
-    command: list[str] = field(default_factory=list)
+    command: list[str]
 
     @property
     def errors(self) -> int:
         return sum(self.socket_errors.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["errors"] = self.errors
-        return data
 
 
 class WrkError(RuntimeError):
@@ -104,11 +97,10 @@ def run_wrk(wrk: str, url: str, *, connections: int, duration_s: int, threads: i
             command = ["taskset", "-c", cpus, *command]
         completed = subprocess.run(command, capture_output=True, text=True,
                                    timeout=duration_s + timeout_s + 30)
-    return parse_output(completed.stdout, completed.stderr, completed.returncode, command, rate)
+    return parse_output(completed.stdout, completed.stderr, completed.returncode, command)
 
 
-def parse_output(stdout: str, stderr: str, returncode: int, command: list[str],
-                 rate: float | None) -> WrkResult:
+def parse_output(stdout: str, stderr: str, returncode: int, command: list[str]) -> WrkResult:
     summary = None
     for line in stdout.splitlines():
         if line.startswith(_MARKER):
@@ -128,7 +120,6 @@ def parse_output(stdout: str, stderr: str, returncode: int, command: list[str],
         non_2xx=summary["status"],
         latency_ms={name: summary[name] / 1000.0
                     for name in ("p50", "p90", "p99", "p999", "max", "mean")},
-        rate_target=rate,
         command=command,
     )
 

@@ -35,6 +35,10 @@ _SENDFILE_SLICE = 1 << 20
 # A queued file slice costs no memory but holds a descriptor; count it so a
 # client pipelining many file requests is paused too.
 _FILE_SEND_WEIGHT = 16 * 1024
+# A lingering close reads and discards the peer's data for at most this
+# long, and at most this much, before closing anyway.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
 
 
 class _Send:
@@ -62,7 +66,8 @@ class Transport:
         "worker", "engine", "fd", "protocol", "_spec", "_queue", "_queued_bytes",
         "_inflight", "_reading", "_paused", "_closing", "_closed", "_eof",
         "_send_seq", "_lines", "_peer", "_local", "_high_water", "_low_water",
-        "_data_received", "_send_complete", "is_client", "http_header", "__weakref__",
+        "_data_received", "_send_complete", "is_client", "http_header", "_linger",
+        "__weakref__",
     )
 
     def __init__(self, worker: "Worker", fd: int, spec: ProtocolSpec,
@@ -80,6 +85,7 @@ class Transport:
         self._closing = False
         self._closed = False
         self._eof = False
+        self._linger: Any = None  # [timer, bytes discarded] while lingering
         self._send_seq = 0
         self._lines = LineSplitter(spec.max_line) if spec.lines_mode else None
         self._peer: Any = None
@@ -177,7 +183,39 @@ class Transport:
 
     def _finish_if_drained(self) -> None:
         if not self._closed and not self._inflight and not self._queue:
+            self._close_gracefully()
+
+    def _close_gracefully(self) -> None:
+        """Everything queued is sent: close, lingering first if the peer may
+        still be sending.
+
+        Closing a socket with unread input makes the kernel answer with a
+        reset, and a reset can destroy the peer's copy of our last response
+        before it is read (a 400 behind pipelined requests, the end of a
+        stream). So the write side is shut first (FIN), and what the peer
+        still sends is read and discarded until it closes too, for a short
+        while at most: Apache's "lingering close".
+        """
+        if self._eof or self._linger is not None:
             self._finish(None)
+            return
+        sock = socket.socket(fileno=self.fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(None)
+            return
+        finally:
+            sock.detach()
+        self._linger = [self.worker.call_later(LINGER_SECONDS, self._finish, None), 0]
+        self.engine.start_reading(self.fd, self._discard_while_lingering)
+
+    def _discard_while_lingering(self, data: Any) -> None:
+        if data.__class__ is bytes and data:
+            self._linger[1] += len(data)
+            if self._linger[1] <= LINGER_MAX_BYTES:
+                return
+        self._finish(None)
 
     def abort(self) -> None:
         """Close now, dropping whatever has not been sent."""
@@ -189,7 +227,11 @@ class Transport:
             self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
         self._closed = True
+        if self._linger is not None:
+            self._linger[0].cancel()
         self._reading = False
         self.engine.close(self.fd)
         for item in self._queue:
@@ -370,7 +412,7 @@ class Transport:
             if self._closed:
                 return
         if self._closing:
-            self._finish(None)
+            self._close_gracefully()
 
     def _on_sent(self, sent: int) -> None:
         self._inflight = False

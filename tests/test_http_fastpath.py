@@ -180,3 +180,16 @@ def test_idle_keep_alive_connection_closes(combo):
             started = time.monotonic()
             assert recv_all(sock) == b""
             assert 0.9 < time.monotonic() - started < 10
+
+
+def test_error_response_survives_unread_pipelined_input(combo):
+    """The 400 must reach a client that is still sending: the server closes
+    its write side and discards input (lingering close), never resetting
+    the connection under the client's unread response."""
+    with serving(APP, combo) as runtime:
+        for _ in range(5):
+            with connect(runtime) as sock:
+                sock.sendall(b"BAD REQUEST LINE\r\n\r\n" + b"x" * 200_000)
+                data = recv_all(sock)
+                assert data.startswith(b"HTTP/1.1 400 "), data[:80]
+                assert data.endswith(b"\n")

@@ -444,15 +444,20 @@ class Transport:
                 done = False
         if done:
             self._queue.popleft()
-            self._piece_done(item)
-            if self._closed:
-                return
+            if item.file is not None or (item.send_id and self._send_complete is not None):
+                self._piece_done(item)
+                if self._closed:
+                    return
         if self._paused and self._queued_bytes < self._low_water and not self._closing:
             self._paused = False
             self._reading = True
             self.engine.start_reading(self.fd, self._on_data)
-        if not self._inflight:
+        if self._inflight:
+            return
+        if self._queue:
             self._pump()
+        elif self._closing:
+            self._close_gracefully()
 
     def _piece_done(self, item: _Send) -> None:
         if item.file is not None:

@@ -54,24 +54,35 @@ class HttpProtocol:
         _timeouts_of_current_worker().discard(self)
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
-        parser = self.parser
         self.last_activity = now = time.monotonic()
         try:
-            parser.feed(data)
-            next_request = parser.next_request
-            while (request := next_request()) is not None:
-                self.request_started = None
-                keep_alive = self._dispatch(transport, request)
-                if not keep_alive or transport.closing:
-                    transport.close()
-                    return
-            if parser.wants_continue:
-                transport.send(CONTINUE_RESPONSE)
-                parser.continue_sent()
-            if self.request_started is None and parser.in_progress:
-                self.request_started = now
+            self.parser.feed(data)
+            self._serve(transport, now)
         except HttpError as error:
             self.refuse(transport, error.status, error.reason)
+
+    def _serve(self, transport: "Transport", now: float) -> None:
+        """Answer every complete request that is buffered, in order."""
+        parser = self.parser
+        next_request = parser.next_request
+        while (request := next_request()) is not None:
+            self.request_started = None
+            keep_alive = self._dispatch(transport, request)
+            if self.response_in_progress():
+                return  # the requests behind it wait for its end
+            if not keep_alive or transport.closing:
+                transport.close()
+                return
+        if parser.wants_continue:
+            transport.send(CONTINUE_RESPONSE)
+            parser.continue_sent()
+        if self.request_started is None and parser.in_progress:
+            self.request_started = now
+
+    def response_in_progress(self) -> bool:
+        """True while the last request's response is still being produced
+        (a stream): requests pipelined behind it are held until it ends."""
+        return False
 
     def _dispatch(self, transport: "Transport", request: Request) -> bool:
         try:

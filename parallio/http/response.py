@@ -163,24 +163,23 @@ def _render_date(second: int) -> tuple[int, int, bytes, bytes]:
 _date = _render_date(int(time()))
 
 
+def _current_date() -> tuple[int, int, bytes, bytes]:
+    global _date
+    cached = _date
+    now = time()
+    if not cached[0] <= now < cached[1]:
+        cached = _date = _render_date(int(now))
+    return cached
+
+
 def http_date() -> bytes:
     """The current time as an IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``),
     formatted at most once per second."""
-    global _date
-    cached = _date
-    now = time()
-    if not cached[0] <= now < cached[1]:
-        cached = _date = _render_date(int(now))
-    return cached[2]
+    return _current_date()[2]
 
 
 def _date_line() -> bytes:
-    global _date
-    cached = _date
-    now = time()
-    if not cached[0] <= now < cached[1]:
-        cached = _date = _render_date(int(now))
-    return cached[3]
+    return _current_date()[3]
 
 
 # --- header validation -----------------------------------------------------------

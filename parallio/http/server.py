@@ -382,26 +382,15 @@ class StreamingHttpProtocol(HttpProtocol):
         except HttpError as error:
             self.refuse(transport, error.status, error.reason)
 
-    def _serve(self, transport: "Transport", now: float) -> None:
-        """Answer every complete request that is buffered."""
-        parser = self.parser
-        for request in parser:
-            self.request_started = None
-            self._dispatching = True
-            try:
-                keep_alive = self._dispatch(transport, request)
-            finally:
-                self._dispatching = False
-            if self.stream is not None:
-                return  # the rest waits for the stream's end
-            if not keep_alive or transport.closing:
-                transport.close()
-                return
-        if parser.wants_continue:
-            transport.send(CONTINUE_RESPONSE)
-            parser.continue_sent()
-        if self.request_started is None and parser.in_progress:
-            self.request_started = now
+    def _dispatch(self, transport: "Transport", request: Request) -> bool:
+        self._dispatching = True
+        try:
+            return super()._dispatch(transport, request)
+        finally:
+            self._dispatching = False
+
+    def response_in_progress(self) -> bool:
+        return self.stream is not None
 
     def send_complete(self, transport: "Transport", send_id: int) -> None:
         self.last_activity = time.monotonic()

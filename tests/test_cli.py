@@ -103,3 +103,57 @@ def test_unknown_protocol_fails_cleanly():
         env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 1
     assert "no_such_module" in result.stderr
+
+
+MAIN_SCRIPT = '''
+import logging, os, sys
+import parallio
+
+class Who:
+    def data_received(self, transport, data):
+        return f"{parallio.thread_seq_id()} {os.getpid()}\\n"
+
+print("imported as", __name__, file=sys.stderr, flush=True)
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    server = parallio.server("127.0.0.1", 0)
+    parallio.register(transport=server, protocol=Who)
+    parallio.run(workers=2, parallel=sys.argv[1], io="epoll")
+'''
+
+
+@pytest.mark.parametrize("parallel", ["threads", "processes", "interpreters"])
+def test_protocol_defined_in_a_main_script(parallel, tmp_path):
+    from parallio.host import InterpretersHost
+    if parallel == "interpreters" and InterpretersHost.unavailable_reason():
+        pytest.skip(InterpretersHost.unavailable_reason())
+    script = tmp_path / "server_script.py"
+    script.write_text(MAIN_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), parallel], cwd=tmp_path,
+                               stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=ROOT))
+    lines = []
+    port = None
+    deadline = time.monotonic() + 30
+    while port is None and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"serving <parallio server .*:(\d+)>", line)
+        if match:
+            port = int(match.group(1))
+    assert port, "".join(lines)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"?")
+        seq, pid = recv_until(sock).split()
+    assert seq in (b"1", b"2")
+    assert (int(pid) == process.pid) == (parallel != "processes")
+    code, err = stop(process)
+    assert code == 0, err
+    # Workers outside the threads host loaded the script under another name,
+    # so its __main__ block ran once, in the main process.
+    imports = [line for line in lines + err.splitlines(True) if "imported as" in line]
+    expected_workers = 0 if parallel == "threads" else 2
+    assert sum("__main__" in line for line in imports) == 1
+    assert sum("__parallio_main__" in line for line in imports) == expected_workers

@@ -157,3 +157,27 @@ def test_protocol_defined_in_a_main_script(parallel, tmp_path):
     expected_workers = 0 if parallel == "threads" else 2
     assert sum("__main__" in line for line in imports) == 1
     assert sum("__parallio_main__" in line for line in imports) == expected_workers
+
+
+def test_readme_serve_command():
+    """`scripts/serve` (the README's main job) serves the TechEmpower
+    endpoints and stops cleanly."""
+    process = subprocess.Popen(["bash", "scripts/serve", "--port", "0"], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in process.stderr:
+            match = re.search(r"serving <parallio server .*:(\d+)>", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "scripts/serve did not start serving"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"Hello, World!")
+    finally:
+        code, err = stop(process, signal.SIGINT)
+    assert code == 0, err

@@ -341,7 +341,7 @@ class Runtime:
         self._notify("worker_gone", slot.seq_id)
         assert slot.handle is not None
         slot.handle.join(1.0)
-        if self._stopping or slot.stopped:
+        if self._stopping or self._stop_requested or slot.stopped:
             slot.stopped = True
             return
         if starting and not slot.ready:

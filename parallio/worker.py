@@ -334,9 +334,11 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
             spec = _read_spec(control_fd)
             seq_id = spec.seq_id
             if spec.host == "processes":
-                # The main process coordinates shutdown; a Ctrl-C reaching the
-                # whole process group must not kill workers mid-send.
+                # The main process coordinates shutdown: a Ctrl-C, or a
+                # SIGTERM sent to the whole process group (timeout(1),
+                # systemd), must not kill workers mid-send.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if not logging.getLogger().handlers:
                 logging.basicConfig(
                     level=spec.log_level,

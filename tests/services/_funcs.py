@@ -283,8 +283,14 @@ def use_protected(index: int) -> None:
     HITS[f"worker-{index}"] = parallio.thread_seq_id()
     HITS.atomic(bump, "total")
     ITEMS.append(index)
-    keys, items = HITS.keys(), HITS.items()  # snapshots, taken under the lock
+    # Two snapshots in one atomic operation: taken separately, another
+    # worker's write could land between them.
+    keys, items = HITS.atomic(keys_and_items)
     record(("protected", len(keys) == len(items) > 0, "total" in HITS, type(HITS).__name__))
+
+
+def keys_and_items(mapping: dict) -> tuple[list, list]:
+    return list(mapping.keys()), list(mapping.items())
 
 
 def protected_read_only_values() -> None:

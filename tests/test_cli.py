@@ -17,12 +17,11 @@ from .conftest import ENGINES, engine_skip_reason, recv_exactly, recv_until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_cli(*args: str) -> tuple[subprocess.Popen, int]:
-    """Start `python -m parallio ARGS --port 0` and return it with its port."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "parallio", *args, "--port", "0"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT))
+def start_server_process(command: list[str], cwd: str = ROOT) -> tuple[subprocess.Popen, int, list[str]]:
+    """Start a command that serves, and return it with its port and the
+    stderr lines it printed up to its "serving" log line."""
+    process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=ROOT))
     deadline = time.monotonic() + 30
     lines = []
     while time.monotonic() < deadline:
@@ -32,9 +31,16 @@ def start_cli(*args: str) -> tuple[subprocess.Popen, int]:
         lines.append(line)
         match = re.search(r"serving <parallio server .*:(\d+)>", line)
         if match:
-            return process, int(match.group(1))
+            return process, int(match.group(1)), lines
     process.kill()
     raise AssertionError("the server did not start:\n" + "".join(lines))
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen, int]:
+    """Start `python -m parallio ARGS --port 0` and return it with its port."""
+    process, port, _lines = start_server_process(
+        [sys.executable, "-m", "parallio", *args, "--port", "0"])
+    return process, port
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, str]:
@@ -130,21 +136,8 @@ def test_protocol_defined_in_a_main_script(parallel, tmp_path):
         pytest.skip(InterpretersHost.unavailable_reason())
     script = tmp_path / "server_script.py"
     script.write_text(MAIN_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script), parallel], cwd=tmp_path,
-                               stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-    lines = []
-    port = None
-    deadline = time.monotonic() + 30
-    while port is None and time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"serving <parallio server .*:(\d+)>", line)
-        if match:
-            port = int(match.group(1))
-    assert port, "".join(lines)
+    process, port, lines = start_server_process([sys.executable, str(script), parallel],
+                                                cwd=str(tmp_path))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"?")
         seq, pid = recv_until(sock).split()
@@ -163,16 +156,8 @@ def test_protocol_defined_in_a_main_script(parallel, tmp_path):
 def test_readme_serve_command():
     """`scripts/serve` (the README's main job) serves the TechEmpower
     endpoints and stops cleanly."""
-    process = subprocess.Popen(["bash", "scripts/serve", "--port", "0"], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+    process, port, _lines = start_server_process(["bash", "scripts/serve", "--port", "0"])
     try:
-        port = None
-        for line in process.stderr:
-            match = re.search(r"serving <parallio server .*:(\d+)>", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, "scripts/serve did not start serving"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             reply = b""

@@ -375,12 +375,7 @@ class StreamingHttpProtocol(HttpProtocol):
             elif not self._overflow:
                 self.parser.feed(data)
             return
-        self.last_activity = now = time.monotonic()
-        try:
-            self.parser.feed(data)
-            self._serve(transport, now)
-        except HttpError as error:
-            self.refuse(transport, error.status, error.reason)
+        super().data_received(transport, data)
 
     def _dispatch(self, transport: "Transport", request: Request) -> bool:
         self._dispatching = True

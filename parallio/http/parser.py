@@ -10,7 +10,13 @@ Feed it bytes as they arrive; pull complete requests out::
         send(CONTINUE_RESPONSE)     # request are in, its body is not
         parser.continue_sent()
 
-Requests may be pipelined and split at any byte. Bodies are buffered whole.
+Requests may be pipelined and split at any byte. By default bodies are
+buffered whole (up to ``Limits.max_body``) and delivered as
+``request.body``. With ``stream_bodies=True`` :meth:`RequestParser.next_event`
+delivers the :class:`Request` as soon as its head is complete, then its body
+as ``bytes`` pieces, then an :class:`EndOfMessage` (with the trailers): a
+server can apply backpressure by not feeding more while pieces wait.
+
 Every protocol violation raises :class:`HttpError` carrying the status the
 server should answer with; the parser is dead afterwards (each later call
 raises the same error) and the connection must be closed after that answer.
@@ -27,13 +33,17 @@ Where RFC 9110/9112 leave a choice, the parser takes the strict side:
 * The target is 1*VCHAR in one of the forms §3.2 allows for its method:
   origin-form (``/path?query``), absolute-form (``scheme://authority/...``),
   authority-form (``host:port``, CONNECT only), asterisk-form (``*``, OPTIONS
-  only). Anything else is 400.
+  only). Anything else is 400, and so is a fragment (``#``): clients never
+  send one (§3.2). An absolute-form target's authority must be a valid
+  ``host[:port]`` (no userinfo) and replaces the Host header as the
+  request's :attr:`Request.authority` (§3.2.2).
 * Header names are tokens; a space or tab before the colon, obs-fold
   (a line starting with space/tab) and control characters other than HTAB
   in values (NUL, DEL, ...) are all 400. Values lose surrounding SP/HTAB and
   are decoded as latin-1 (obs-text survives byte for byte).
 * HTTP/1.1 needs exactly one Host; more than one Host is 400 in any version,
-  and so is a Host value outside the RFC 3986 authority characters.
+  and so is a Host value that is not ``uri-host [":" port]`` (RFC 3986
+  reg-name, IPv4 or bracketed IPv6 literal; a port of digits).
 * Content-Length is 1*DIGIT. Repeats (as fields or as a comma list) are
   allowed only if every value is the same string (§8.6 MAY); otherwise 400.
   A length over ``Limits.max_body`` is 413 before any body byte is read.
@@ -44,9 +54,11 @@ Where RFC 9110/9112 leave a choice, the parser takes the strict side:
   other codings precede it: 501 (§6.1, unsupported coding). TE in an HTTP/1.0
   request: 400 (§6.1 says treat the framing as faulty). TE together with
   Content-Length: 400 (§6.1 allows rejecting; it is the smuggling pattern).
-* Chunk lines: 1 to 16 hex digits (a 64-bit size), then optional SP/HTAB and
-  optional ``;extensions`` (ignored; no control characters). Garbage, a
-  longer size, a missing CRLF after the data: 400.
+* Chunk lines: 1 to 16 hex digits (a 64-bit size), then optional chunk
+  extensions exactly as §7.1.1 writes them (``BWS ";" BWS name [BWS "=" BWS
+  value]``, the value a token or a quoted string; ignored). Trailing
+  whitespace without an extension, a bare ``;``, garbage, a longer size, a
+  missing CRLF after the data: 400.
 * Trailers obey the header rules; Content-Length, Transfer-Encoding and Host
   in trailers are 400 (they must never be merged into the head, §6.5.1).
 * Expect: ``100-continue`` (case-insensitive) sets ``expect_continue`` for
@@ -61,22 +73,31 @@ Where RFC 9110/9112 leave a choice, the parser takes the strict side:
   answering them with an error would corrupt the response stream.
 
 Input that is already hopeless is refused before its head is complete: a
-first byte that cannot start a method (a TLS handshake, binary), a complete
-but malformed request line, a bare LF.
+request line that cannot become valid (a byte that is not a token character
+in the method, a control character, a third space: a TLS handshake, binary,
+garbage), a complete but malformed request line, a bare LF.
 
 Sizes are bounded by :class:`Limits`: request line (414), header section or
 header count (431; trailers count separately against the same limits), body
 (413: Content-Length at once, chunked as soon as the running total of
 announced chunk sizes passes it), chunk line (400).
+
+Most heads are validated by one regular expression compiled from the RFC
+grammar (the work runs in C) and their fields are split only when someone
+reads :attr:`Request.headers`; a head the expression does not take goes
+through the field-by-field parser, which names exactly what is wrong. Both
+accept the same heads and produce the same requests (the tests check it).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 from urllib.parse import unquote
 
-__all__ = ["HttpError", "Limits", "Headers", "Request", "RequestParser"]
+__all__ = ["HttpError", "Limits", "Headers", "Request", "RequestParser", "EndOfMessage",
+           "TCHAR"]
 
 
 class HttpError(Exception):
@@ -102,24 +123,118 @@ class Limits:
     max_chunk_line: int = 4 * 1024  # chunk size + extensions -> 400
 
 
+# --- character classes -------------------------------------------------------
+
+#: RFC 9110 tchar: the bytes of a token.
+TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# Everything a head may hold apart from CR and LF: HTAB, SP, VCHAR, obs-text.
+_FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# What a request line may hold: SP and VCHAR.
+_LINE_BYTES = bytes(range(0x20, 0x7F))
+_HEXDIG = b"0123456789abcdefABCDEF"
+_SCHEME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-."
+
+# The whole head of the common request -- origin-form target, HTTP/1.x,
+# well-formed field lines -- in one expression: method, target, minor
+# version, field section (each line with its CRLF).
+_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n"
+    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)")
+# The fields that decide framing, routing or connection handling.
+_SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
+# Those fields, found in a lowercased field section that begins with LF.
+_SPECIAL_LINE = re.compile(
+    rb"\n(host|connection|content-length|transfer-encoding|expect):[\t ]*([^\r]*)")
+_SPECIAL_KEYS = {name.encode(): name for name in _SPECIAL}
+# A Host that is a plain name or IPv4 address with an optional port: what
+# the cheap check accepts; anything else takes the full grammar.
+_PLAIN_HOST_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:"
+_TRAILER_FORBIDDEN = frozenset(("host", "content-length", "transfer-encoding"))
+# One field line of a validated section: name, value (trailing SP/HTAB left).
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[\t ]*([^\r]*)\r\n")
+# RFC 3986 authority without userinfo: reg-name, IPv4 or [IP-literal], port.
+_AUTHORITY = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+# RFC 9112 §7.1.1 chunk-ext, after the size.
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = re.compile(
+    rb"(?:[\t ]*;[\t ]*" + _TOKEN + rb"(?:[\t ]*=[\t ]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*")
+
+# Validated-name caches: a hit both proves the name is a token and gives its
+# canonical form, so the common case costs one dict lookup. Bounded so that a
+# client inventing names cannot grow them without limit.
+_CACHE_MAX = 1024
+_METHODS: dict[str, str] = {
+    m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+}
+_METHOD_BYTES: dict[bytes, str] = {m.encode(): m for m in _METHODS}
+_FIELD_NAMES: dict[str, str] = {}
+_FIELD_NAME_BYTES: dict[bytes, str] = {}
+
+
+def _lower_name(name: bytes) -> str:
+    """A lowercase field name (a token) as a str, cached."""
+    key = _FIELD_NAME_BYTES.get(name)
+    if key is None:
+        key = name.decode("ascii")
+        if len(_FIELD_NAME_BYTES) < _CACHE_MAX:
+            _FIELD_NAME_BYTES[name] = key
+    return key
+
+
+def _raw_fields(section: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of a validated field section (each line with its CRLF),
+    as (lowercase name, value) bytes."""
+    return [(name.lower(), value.rstrip(b"\t "))
+            for name, value in _FIELD_LINE.findall(section)]
+
+
 class Headers:
     """Header fields in arrival order, names lowercased, values as str.
 
-    Read-only: requests with byte-identical heads share one instance.
+    Read-only. Made from a request's raw field section, the fields are split
+    on first use: a handler that reads no header pays for none.
 
     Lookups are case-insensitive linear scans: requests carry a handful of
     fields, and building a dict per request would cost more than it saves.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_raw", "_section")
 
-    def __init__(self, items: list[tuple[str, str]]) -> None:
+    def __init__(self, items: Optional[list[tuple[str, str]]] = None, *,
+                 section: bytes = b"") -> None:
         self._items = items
+        self._raw: Optional[list[tuple[bytes, bytes]]] = None
+        self._section = section
+
+    def _fields(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            names = _FIELD_NAME_BYTES.get
+            items = self._items = [
+                (names(name) or _lower_name(name), value.decode("latin-1"))
+                for name, value in self.raw()]
+        return items
+
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        """The fields as (lowercase name, value) byte pairs, as received:
+        what ASGI hands applications."""
+        raw = self._raw
+        if raw is None:
+            if self._items is None:
+                raw = _raw_fields(self._section)
+                self._section = b""
+            else:
+                raw = [(key.encode("ascii"), value.encode("latin-1"))
+                       for key, value in self._items]
+            self._raw = raw
+        return raw
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The first value of field ``name``, or ``default``."""
         name = name.lower()
-        for key, value in self._items:
+        for key, value in self._fields():
             if key == name:
                 return value
         return default
@@ -127,45 +242,51 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of field ``name``, in arrival order."""
         name = name.lower()
-        return [value for key, value in self._items if key == name]
+        return [value for key, value in self._fields() if key == name]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         name = name.lower()
-        for key, _ in self._items:
+        for key, _ in self._fields():
             if key == name:
                 return True
         return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return iter(self._fields())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._fields())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return self._items == other._items
+            return self._fields() == other._fields()
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._fields()!r})"
 
 
 _NO_HEADERS = Headers([])
 
 
 class Request:
-    """One complete request.
+    """One request.
 
     ``target`` is the request-target exactly as sent. ``raw_path`` and
     ``query`` split it at the first ``?`` (for absolute-form, after the
     authority; an empty path becomes ``/``); ``path`` is ``raw_path``
     percent-decoded as UTF-8 (invalid sequences become U+FFFD). For ``*``
     both paths are ``*``; for CONNECT's authority-form they are empty.
+    ``authority`` is the host the request is for, lowercased (host names
+    are case-insensitive): an absolute-form target's authority, else the
+    Host header's value ("" without one).
+
+    With a streaming parser, ``has_body`` says whether body pieces follow
+    the head; ``body`` stays empty.
     """
 
     __slots__ = (
@@ -180,6 +301,8 @@ class Request:
         "trailers",
         "keep_alive",
         "expect_continue",
+        "authority",
+        "has_body",
     )
 
     def __init__(
@@ -192,6 +315,7 @@ class Request:
         headers: Headers,
         keep_alive: bool,
         expect_continue: bool,
+        authority: str = "",
         body: bytes = b"",
         trailers: Headers = _NO_HEADERS,
     ) -> None:
@@ -204,8 +328,10 @@ class Request:
         self.headers = headers
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
+        self.authority = authority
         self.body = body
         self.trailers = trailers
+        self.has_body = False
 
     def __repr__(self) -> str:
         major, minor = self.http_version
@@ -216,36 +342,22 @@ class Request:
         )
 
 
+class EndOfMessage:
+    """The end of a request's body, with its trailers (streaming parsers)."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers = _NO_HEADERS) -> None:
+        self.trailers = trailers
+
+    def __repr__(self) -> str:
+        return f"<EndOfMessage trailers={len(self.trailers)}>"
+
+
 Buffer = Union[bytes, bytearray]
 
-# --- character classes -------------------------------------------------------
-
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Everything a head may hold apart from CR and LF: HTAB, SP, VCHAR, obs-text.
-_FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
-_HEXDIG = b"0123456789abcdefABCDEF"
-# RFC 3986 authority: unreserved, pct-encoded, sub-delims, ":", IP-literal brackets.
-_HOST_BYTES = (
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
-)
-_SCHEME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-."
-
-# Validated-name caches: a hit both proves the name is a token and gives its
-# canonical form, so the common case costs one dict lookup. Bounded so that a
-# client inventing names cannot grow them without limit.
-_CACHE_MAX = 1024
-_METHODS: dict[str, str] = {
-    m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-}
-_FIELD_NAMES: dict[str, str] = {}
-
-# Fields that decide framing, routing or connection handling.
-_SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
-_TRAILER_FORBIDDEN = frozenset(("host", "content-length", "transfer-encoding"))
-
-
 def _is_token(text: str) -> bool:
-    return bool(text) and text.isascii() and not text.encode("ascii").translate(None, _TCHAR)
+    return bool(text) and text.isascii() and not text.encode("ascii").translate(None, TCHAR)
 
 
 def _canonical_name(name: str) -> str:
@@ -339,6 +451,10 @@ def _check_field_bytes(block: Union[bytes, bytearray], line_count: int) -> None:
 
 def _split_tokens(values: list[str]) -> list[str]:
     """A comma-list field (all its lines) as lowercase elements, empties dropped."""
+    if len(values) == 1 and "," not in values[0]:
+        # One field with one element: the common Connection: keep-alive.
+        element = values[0].strip(" \t").lower()
+        return [element] if element else []
     tokens = []
     for value in values:
         for element in value.split(","):
@@ -378,12 +494,23 @@ def _check_transfer_encoding(values: list[str]) -> None:
         raise HttpError(501, f"unsupported transfer coding {codings[0][:32]!r}")
 
 
-def _check_host(host: str) -> None:
-    if not (host.isascii() and not host.encode("ascii").translate(None, _HOST_BYTES)):
-        raise HttpError(400, f"invalid Host {host[:64]!r}")
+def _check_authority(authority: str, what: str) -> None:
+    """``authority`` must be ``uri-host [":" port]`` (RFC 3986 reg-name,
+    IPv4, or a bracketed IPv6 literal)."""
+    if not authority.isascii() or _AUTHORITY.fullmatch(authority) is None:
+        raise HttpError(400, f"invalid {what} {authority[:64]!r}")
+    if authority.startswith("["):
+        import ipaddress  # rare: bracketed literals only
+
+        literal = authority[1:authority.index("]")]
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise HttpError(400, f"invalid IPv6 literal in {what} {authority[:64]!r}") from None
 
 
-def _split_absolute_form(target: str) -> tuple[str, str]:
+def _split_absolute_form(target: str) -> tuple[str, str, str]:
+    """``scheme://authority/path?query`` -> (authority, raw_path, query)."""
     scheme, sep, rest = target.partition("://")
     if not sep or not scheme[:1].isalpha() or scheme.encode("ascii").translate(None, _SCHEME_BYTES):
         raise HttpError(400, f"invalid request target {target[:64]!r}")
@@ -394,9 +521,10 @@ def _split_absolute_form(target: str) -> tuple[str, str]:
             cut = index
     if cut == 0:
         raise HttpError(400, "absolute-form target without authority")
-    _check_host(rest[:cut])
+    authority = rest[:cut]
+    _check_authority(authority, "request target authority")
     raw_path, _, query = rest[cut:].partition("?")
-    return raw_path or "/", query
+    return authority, raw_path or "/", query
 
 
 def _chunk_size(line: Buffer) -> int:
@@ -405,9 +533,8 @@ def _chunk_size(line: Buffer) -> int:
         raise HttpError(400, f"invalid chunk size line {bytes(line[:32])!r}")
     if digits > 16:
         raise HttpError(400, "chunk size does not fit in 64 bits")
-    rest = line[digits:].lstrip(b" \t")
-    if rest and (rest[:1] != b";" or rest.translate(None, _FIELD_BYTES)):
-        raise HttpError(400, f"invalid chunk extension {bytes(rest[:32])!r}")
+    if len(line) > digits and _CHUNK_EXT.fullmatch(line, digits) is None:
+        raise HttpError(400, f"invalid chunk extension {bytes(line[digits:digits + 32])!r}")
     return int(line[:digits], 16)
 
 
@@ -415,10 +542,12 @@ def _check_authority_form(target: str) -> None:
     host, colon, port = target.rpartition(":")
     if not colon or not host or not (port.isascii() and port.isdigit()):
         raise HttpError(400, "CONNECT target must be host:port")
-    _check_host(host)
+    _check_authority(target, "CONNECT target")
 
 
-def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int]]:
+def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int], Optional[str]]:
+    """method, target, raw path, query, version, and the target's
+    authority (absolute- and authority-form only)."""
     parts = line.split(" ")
     if len(parts) != 3 or not line.isascii() or "\t" in line:
         raise HttpError(400, f"malformed request line {line[:64]!r}")
@@ -447,6 +576,9 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int]]
     else:
         method = known
 
+    if "#" in target:
+        raise HttpError(400, "request target with a fragment")
+    authority = None
     if target[:1] == "/":
         if method == "CONNECT":
             raise HttpError(400, "CONNECT needs an authority-form target")
@@ -459,36 +591,24 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int]]
         raw_path, query = "*", ""
     elif method == "CONNECT":
         _check_authority_form(target)
-        raw_path, query = "", ""
+        authority, raw_path, query = target, "", ""
     else:
-        raw_path, query = _split_absolute_form(target)
-    return method, target, raw_path, query, version
+        authority, raw_path, query = _split_absolute_form(target)
+    return method, target, raw_path, query, version, authority
 
 
 _CHUNKED = -1  # body length meaning "chunked"
-# Heads at most this long are remembered per parser: pipelining clients
-# repeat their head byte for byte, and a hit skips all of _parse_head.
-_HEAD_CACHE_MAX = 2048
 
-_HeadFields = tuple[str, str, str, str, tuple[int, int], Headers, bool, bool]
+#: Request's constructor arguments before the body.
+_HeadFields = tuple[str, str, str, str, tuple[int, int], Headers, bool, bool, str]
 
 
-def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
-    """Validate a request head (request line and field lines, without the
-    final blank line); return Request's constructor arguments and the body
-    length (``_CHUNKED`` for chunked). Depends on nothing but its inputs."""
-    lines = head.decode("latin-1").split("\r\n")
-    line_length = len(lines[0])  # latin-1: one character per byte
-    if line_length > limits.max_request_line:
-        raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
-    # The header section: each field line with its CRLF.
-    if len(head) - line_length > limits.max_header_block:
-        raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
-    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
-        raise _head_bytes_error(head)
-    method, target, raw_path, query, version = _parse_request_line(lines[0])
-    items, special = _parse_fields(lines[1:], limits)
-
+def _framing(version: tuple[int, int], special: list[tuple[str, str]],
+             limits: Limits) -> tuple[bool, bool, int, Optional[str]]:
+    """What the fields that matter say: keep-alive, expect-continue, the
+    body length (``_CHUNKED`` for chunked) and the Host value (None if
+    absent)."""
+    host: Optional[str] = None
     hosts = 0
     lengths: Optional[list[str]] = None
     codings: Optional[list[str]] = None
@@ -497,6 +617,7 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     for key, value in special:
         if key == "host":
             hosts += 1
+            host = value
             _check_host(value)
         elif key == "connection":
             connection = [value] if connection is None else connection + [value]
@@ -535,21 +656,107 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
         body_length = _content_length(lengths, limits.max_body)
     else:
         body_length = 0
-    fields = (method, target, raw_path, query, version, Headers(items), keep_alive, expect_continue)
+    return keep_alive, expect_continue, body_length, host
+
+
+def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
+    """Validate a request head (request line and field lines, without the
+    final blank line) field by field; return Request's constructor
+    arguments and the body length (``_CHUNKED`` for chunked). The reference
+    for :func:`_parse_common_head`, and what names the fault in a head that
+    one does not take."""
+    lines = head.decode("latin-1").split("\r\n")
+    line_length = len(lines[0])  # latin-1: one character per byte
+    if line_length > limits.max_request_line:
+        raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
+    # The header section: each field line with its CRLF.
+    if len(head) - line_length > limits.max_header_block:
+        raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
+    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
+        raise _head_bytes_error(head)
+    method, target, raw_path, query, version, target_authority = _parse_request_line(lines[0])
+    items, special = _parse_fields(lines[1:], limits)
+    keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
+    authority = (target_authority if target_authority is not None else (host or "")).lower()
+    fields = (method, target, raw_path, query, version, Headers(items), keep_alive,
+              expect_continue, authority)
+    return fields, body_length
+
+
+def _special_fields(block: Buffer) -> list[tuple[str, str]]:
+    """The fields in ``_SPECIAL`` of a validated field section ``block``
+    that starts with the LF ending the request line, values lowercased
+    (every one of them is case-insensitive): one search in C, far cheaper
+    than splitting every field."""
+    keys = _SPECIAL_KEYS
+    return [(keys[name], value.rstrip(b"\t ").decode("latin-1"))
+            for name, value in _SPECIAL_LINE.findall(block.lower())]
+
+
+def _check_host(host: str) -> None:
+    raw = host.encode("latin-1")
+    if raw.translate(None, _PLAIN_HOST_BYTES) or raw.count(b":") > 1 or \
+            not (raw.rpartition(b":")[2].isdigit() or raw.endswith(b":") or b":" not in raw):
+        _check_authority(host, "Host")
+
+
+def _parse_common_head(buf: Buffer, start: int, end: int,
+                       limits: Limits) -> Optional[tuple[_HeadFields, int]]:
+    """The head ``buf[start:end]`` (its final CRLFCRLF at ``end``) parsed in
+    one expression; None when it is not the common shape (another target
+    form, another version, anything malformed, a limit reached) and
+    :func:`_parse_head` must decide. Accepts exactly what that accepts."""
+    match = _HEAD.fullmatch(buf, start, end + 2)
+    if match is None:
+        return None
+    method_bytes, target_bytes, minor, section = match.groups()
+    if (len(section) > limits.max_header_block
+            or match.end(2) - start + 9 > limits.max_request_line
+            or section.count(b"\n") > limits.max_headers or b"#" in target_bytes):
+        return None
+    method = _METHOD_BYTES.get(method_bytes)
+    if method is None or method == "CONNECT":
+        return None
+    target = target_bytes.decode("ascii")
+    raw_path, _, query = target.partition("?")
+    version = (1, 1) if minor == b"1" else (1, 0)
+    special = _special_fields(buf[match.start(4) - 1:end + 2])
+    if len(special) == 2 and special[0][0] == "host" and special[1][0] == "connection":
+        # The usual pair, decided here: a plain Host and one Connection token.
+        host = special[0][1]
+        _check_host(host)
+        token = special[1][1].lower()
+        if token == "keep-alive":
+            keep_alive = True
+        elif token == "close":
+            keep_alive = False
+        else:
+            keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
+            return (method, target, raw_path, query, version, Headers(section=section),
+                    keep_alive, expect_continue, host), body_length
+        return (method, target, raw_path, query, version, Headers(section=section),
+                keep_alive, False, host), 0
+    keep_alive, expect_continue, body_length, found_host = _framing(version, special, limits)
+    fields = (method, target, raw_path, query, version, Headers(section=section), keep_alive,
+              expect_continue, found_host or "")
     return fields, body_length
 
 
 # --- the parser ---------------------------------------------------------------
 
 # Parser states.
-_HEAD = 0  # between requests, or inside a request head
+_HEAD_STATE = 0  # between requests, or inside a request head
 _LENGTH_BODY = 1  # reading a Content-Length body
 _CHUNK_LINE = 2  # expecting a chunk-size line
 _CHUNK_DATA = 3  # inside chunk data
 _CHUNK_END = 4  # expecting the CRLF after chunk data
 _TRAILERS = 5  # expecting the trailer section
-_FINISHED = 6  # a non-keep-alive request was delivered; ignore the rest
-_DEAD = 7  # an HttpError was raised
+_BODY_DONE = 6  # the body is complete (streaming: EndOfMessage not yet taken)
+_FINISHED = 7  # a non-keep-alive request was delivered; ignore the rest
+_DEAD = 8  # an HttpError was raised
+
+# Request line progress while its CRLF has not arrived.
+_IN_METHOD, _IN_TARGET, _IN_VERSION, _LINE_DONE = range(4)
 
 
 class RequestParser:
@@ -560,18 +767,20 @@ class RequestParser:
         "_buf",
         "_pos",
         "_scan",
-        "_line_checked",
+        "_line_scan",
+        "_line_state",
         "_state",
         "_error",
         "_pending",
         "_body",
         "_remaining",
+        "_body_size",
+        "_trailers",
         "_continue",
-        "_last_head",
-        "_last_parsed",
+        "_stream",
     )
 
-    def __init__(self, limits: Optional[Limits] = None) -> None:
+    def __init__(self, limits: Optional[Limits] = None, *, stream_bodies: bool = False) -> None:
         self._limits = limits if limits is not None else Limits()
         # Unconsumed input is _buf[_pos:]. _buf is the caller's bytes object
         # when a feed arrives with nothing left over (no copy); otherwise a
@@ -582,17 +791,19 @@ class RequestParser:
         # Where the next search for the end of the head may start (bytes
         # before it were already searched) -- keeps slow heads linear.
         self._scan = 0
-        # Whether the (complete) request line of the head in progress was
-        # validated already, so a slow head is rejected early but only once.
-        self._line_checked = False
-        self._state = _HEAD
+        # How far the incomplete request line has been checked, and where
+        # in its grammar that point is.
+        self._line_scan = 0
+        self._line_state = _IN_METHOD
+        self._state = _HEAD_STATE
         self._error: Optional[HttpError] = None
         self._pending: Optional[Request] = None  # head parsed, body in progress
-        self._body = bytearray()
+        self._body: Optional[bytearray] = None  # a buffered body in progress
         self._remaining = 0  # body or chunk bytes still to read
+        self._body_size = 0  # decoded body bytes so far (chunked)
+        self._trailers = _NO_HEADERS
         self._continue = False
-        self._last_head: Optional[Buffer] = None
-        self._last_parsed: tuple[_HeadFields, int] = ((), 0)  # type: ignore[assignment]
+        self._stream = stream_bodies
 
     # -- public API ---------------------------------------------------------
 
@@ -608,6 +819,7 @@ class RequestParser:
             self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
             self._scan = 0
+            self._line_scan = 0
             return
         if type(buf) is bytes:
             buf = bytearray(memoryview(buf)[pos:])
@@ -617,23 +829,54 @@ class RequestParser:
         self._buf = buf
         self._pos = 0
         self._scan = max(0, self._scan - pos)
+        self._line_scan = max(0, self._line_scan - pos)
 
     def next_request(self) -> Optional[Request]:
-        """The next complete request, or None until more data is fed."""
+        """The next complete request, body included, or None until more
+        data is fed (buffering parsers)."""
+        if self._stream:
+            raise RuntimeError("a streaming parser delivers requests through next_event()")
         if self._error is not None:
             raise self._error
+        state = self._state
         try:
-            if self._state == _HEAD:
-                return self._read_head()
-            if self._state == _FINISHED:
+            if state == _HEAD_STATE:
+                if self._pos >= len(self._buf):
+                    return None
+                request = self._read_head()
+                if request is None or self._pending is None:
+                    return request
+            elif state == _FINISHED:
                 return None
-            if self._state == _LENGTH_BODY:
-                return self._read_length_body()
-            return self._read_chunked()
+            return self._buffer_body()
         except HttpError as error:
-            self._error = error
-            self._state = _DEAD
-            self._pending = None
+            self._die(error)
+            raise
+
+    def next_event(self) -> Union[Request, bytes, "EndOfMessage", None]:
+        """The next event of a streaming parser: a :class:`Request` once its
+        head is complete, then its body as ``bytes`` pieces, then an
+        :class:`EndOfMessage`; None until more data is fed."""
+        if not self._stream:
+            raise RuntimeError("next_event() is for parsers made with stream_bodies=True")
+        if self._error is not None:
+            raise self._error
+        state = self._state
+        try:
+            if state == _HEAD_STATE:
+                if self._pos >= len(self._buf):
+                    return None
+                return self._read_head()
+            if state == _FINISHED:
+                return None
+            if state == _BODY_DONE:
+                return self._end_of_message()
+            piece = self._body_piece()
+            if piece is None and self._state == _BODY_DONE:
+                return self._end_of_message()
+            return piece
+        except HttpError as error:
+            self._die(error)
             raise
 
     def __iter__(self) -> Iterator[Request]:
@@ -662,13 +905,24 @@ class RequestParser:
     def in_progress(self) -> bool:
         """True if part of a request has been received (a server closing
         an idle connection would answer 408 only in this case)."""
-        if self._state == _HEAD:
+        if self._state == _HEAD_STATE:
             buf = self._buf
             pos = self._pos
             while buf.startswith(b"\r\n", pos):
                 pos += 2
             return pos < len(buf)
         return self._state not in (_FINISHED, _DEAD)
+
+    @property
+    def head_in_progress(self) -> bool:
+        """True while part of a request head (not yet complete) has been
+        received: what the header timeout bounds."""
+        return self._state == _HEAD_STATE and self.in_progress
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet parsed, plus the body buffered so far."""
+        return len(self._buf) - self._pos + (len(self._body) if self._body else 0)
 
     @property
     def limits(self) -> Limits:
@@ -683,13 +937,20 @@ class RequestParser:
         """
         if self._error is not None:
             raise self._error
-        if self._state not in (_HEAD, _FINISHED) or self._line_checked:
+        if self._state not in (_HEAD_STATE, _FINISHED) or self._line_state != _IN_METHOD \
+                or self._line_scan > self._pos:
             raise RuntimeError("detach() in the middle of a request")
         rest = bytes(self._buf[self._pos :])
         self._buf = b""
         self._pos = 0
         self._state = _FINISHED
         return rest
+
+    def _die(self, error: HttpError) -> None:
+        self._error = error
+        self._state = _DEAD
+        self._pending = None
+        self._body = None
 
     # -- head ---------------------------------------------------------------
 
@@ -700,10 +961,8 @@ class RequestParser:
         if end < 0:
             self._incomplete_head(buf, pos)
             return None
-        head = buf[pos:end]
-        if head == self._last_head:
-            fields, body_length = self._last_parsed
-        else:
+        parsed = _parse_common_head(buf, pos, end, self._limits)
+        if parsed is None:
             if buf.startswith(b"\r\n", pos):
                 # RFC 9112 §2.2: ignore empty lines before the request line
                 # (some clients send a stray CRLF after a POST body).
@@ -711,30 +970,42 @@ class RequestParser:
                     pos += 2
                 self._pos = pos
                 return self._read_head()
-            fields, body_length = _parse_head(head, self._limits)
-            if len(head) <= _HEAD_CACHE_MAX:
-                self._last_head = head
-                self._last_parsed = (fields, body_length)
+            parsed = _parse_head(buf[pos:end], self._limits)
+        fields, body_length = parsed
         request = Request(*fields)
-        if self._line_checked:
-            self._line_checked = False
+        self._line_state = _IN_METHOD
         pos = end + 4
         if body_length:
-            if body_length < 0:
+            if self._stream:
+                request.has_body = True
                 self._pos = pos
-                self._begin_body(request, _CHUNK_LINE, 0)
-                return self._read_chunked()
-            if len(buf) - pos < body_length:
+                self._begin_body(request, body_length)
+                return request
+            if 0 < body_length <= len(buf) - pos:
+                # Whole body present: the common case, no copy into a bytearray.
+                request.body = bytes(buf[pos : pos + body_length])
+                pos += body_length
+            else:
                 self._pos = pos
-                self._begin_body(request, _LENGTH_BODY, body_length)
-                return self._read_length_body()
-            # Whole body present: the common case, no copy into a bytearray.
-            request.body = bytes(buf[pos : pos + body_length])
-            pos += body_length
-        self._pos = self._scan = pos
+                self._begin_body(request, body_length)
+                self._body = bytearray()
+                return request
+        elif self._stream:
+            self._pos = self._scan = pos
+            self._pending = request
+            self._state = _BODY_DONE
+            return request
+        self._consumed(pos)
         if not request.keep_alive:
             self._finish_connection()
         return request
+
+    def _consumed(self, pos: int) -> None:
+        """Input up to ``pos`` is parsed; let go of a buffer used up."""
+        if pos >= len(self._buf):
+            self._buf = b""
+            pos = 0
+        self._pos = self._scan = self._line_scan = pos
 
     def _incomplete_head(self, buf: Buffer, pos: int) -> None:
         """No blank line yet: enforce limits and reject what is already
@@ -753,63 +1024,134 @@ class RequestParser:
             # A final CR may be the start of the line's CRLF.
             if size - pos - buf.endswith(b"\r") > limits.max_request_line:
                 raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
-            # h11's "obviously invalid" test: a request line starts with a
-            # token character. Catches TLS handshakes and binary at once.
-            if buf[pos] not in _TCHAR and buf[pos:] != b"\r":
-                raise HttpError(400, "request does not start with a method")
+            self._check_partial_line(buf, pos, size - buf.endswith(b"\r"))
             return
         if line_end - pos > limits.max_request_line:
             raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
         if size - (line_end + 2) >= limits.max_header_block + 2:
             raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
-        if not self._line_checked:
+        if self._line_state != _LINE_DONE:
             line = buf[pos:line_end]
             _check_field_bytes(line, 1)
             _parse_request_line(line.decode("latin-1"))
-            self._line_checked = True
+            self._line_state = _LINE_DONE
+
+    def _check_partial_line(self, buf: Buffer, pos: int, end: int) -> None:
+        """Refuse a request line that can no longer become valid, looking
+        only at the bytes that arrived since the last look."""
+        start = max(pos, self._line_scan)
+        self._line_scan = end
+        if start >= end:
+            return
+        if buf.find(b"\r", start, end) >= 0:
+            raise HttpError(400, "bare CR in request line")
+        piece = buf[start:end]
+        if piece.translate(None, _LINE_BYTES):
+            raise HttpError(400, "control character or non-ASCII byte in request line")
+        state = self._line_state
+        offset = start
+        while state < _IN_VERSION:
+            space = buf.find(b" ", offset, end)
+            if state == _IN_METHOD:
+                method = buf[offset:end if space < 0 else space]
+                if method.translate(None, TCHAR) or (space == pos):
+                    raise HttpError(400, "request does not start with a method")
+            if space < 0:
+                break
+            state += 1
+            offset = space + 1
+        if state == _IN_VERSION and buf.find(b" ", offset, end) >= 0:
+            raise HttpError(400, "malformed request line (more than two spaces)")
+        self._line_state = state
 
     # -- bodies ---------------------------------------------------------------
 
-    def _begin_body(self, request: Request, state: int, remaining: int) -> None:
+    def _begin_body(self, request: Request, body_length: int) -> None:
         self._pending = request
-        self._state = state
-        self._remaining = remaining
-        self._body = bytearray()
+        if body_length == _CHUNKED:
+            self._state = _CHUNK_LINE
+            self._remaining = 0
+        else:
+            self._state = _LENGTH_BODY
+            self._remaining = body_length
+        self._body_size = 0
+        self._trailers = _NO_HEADERS
         # Only worth a 100 Continue if the client has sent nothing of the
         # body yet; it may have started without waiting (RFC 9110 §10.1.1).
         self._continue = request.expect_continue and self._pos >= len(self._buf)
 
-    def _read_length_body(self) -> Optional[Request]:
-        buf = self._buf
-        pos = self._pos
-        take = min(len(buf) - pos, self._remaining)
-        if take:
+    def _buffer_body(self) -> Optional[Request]:
+        """Buffering parsers: gather the pending request's body."""
+        body = self._body
+        assert body is not None
+        while self._state != _BODY_DONE:
+            piece = self._body_piece()
+            if piece is None:
+                if self._state != _BODY_DONE:
+                    return None
+                break
+            body += piece
+        request = self._pending
+        assert request is not None
+        self._pending = None
+        self._body = None
+        request.body = bytes(body)
+        request.trailers = self._trailers
+        self._state = _HEAD_STATE
+        self._consumed(self._pos)
+        if not request.keep_alive:
+            self._finish_connection()
+        return request
+
+    def _end_of_message(self) -> EndOfMessage:
+        request = self._pending
+        assert request is not None
+        self._pending = None
+        event = EndOfMessage(self._trailers)
+        self._state = _HEAD_STATE
+        self._consumed(self._pos)
+        if not request.keep_alive:
+            self._finish_connection()
+        return event
+
+    def _body_piece(self) -> Optional[bytes]:
+        """The next piece of the body in progress; None when more input is
+        needed or the body is complete (then the state is _BODY_DONE)."""
+        if self._state == _LENGTH_BODY:
+            buf = self._buf
+            pos = self._pos
+            take = min(len(buf) - pos, self._remaining)
+            if not take:
+                return None
             self._continue = False
-            self._body += buf[pos : pos + take]
             self._pos = pos + take
             self._remaining -= take
-        if self._remaining:
-            return None
-        return self._finish_body()
+            if not self._remaining:
+                self._state = _BODY_DONE
+            return bytes(buf[pos : pos + take])
+        return self._chunked_piece()
 
-    def _read_chunked(self) -> Optional[Request]:
+    def _chunked_piece(self) -> Optional[bytes]:
         buf = self._buf
         pos = self._pos
         size = len(buf)
         if pos < size:
             self._continue = False
         limits = self._limits
-        body = self._body
         state = self._state
+        piece: Optional[bytes] = None
         while True:
             if state == _CHUNK_DATA:
                 take = min(size - pos, self._remaining)
-                body += buf[pos : pos + take]
+                if not take:
+                    break
+                piece = bytes(buf[pos : pos + take])
                 pos += take
                 self._remaining -= take
                 if self._remaining:
                     break
                 state = _CHUNK_END
+                # The CRLF after the data is checked now if it is here.
             if state == _CHUNK_END:
                 if not buf.startswith(b"\r\n", pos):
                     if buf[pos : pos + 2] in (b"", b"\r"):
@@ -817,17 +1159,22 @@ class RequestParser:
                     raise HttpError(400, "chunk data not followed by CRLF")
                 pos += 2
                 state = _CHUNK_LINE
+                if piece is not None:
+                    break
             if state == _CHUNK_LINE:
                 line_end = buf.find(b"\r\n", pos, pos + limits.max_chunk_line + 2)
                 if line_end < 0:
                     if size - pos > limits.max_chunk_line + 1:
                         raise HttpError(400, "chunk size line too long")
+                    if buf.find(b"\n", pos, size) >= 0:
+                        raise HttpError(400, "bare LF in chunk size line")
                     break
                 chunk_size = _chunk_size(buf[pos:line_end])
                 pos = line_end + 2
                 if chunk_size:
-                    if len(body) + chunk_size > limits.max_body:
+                    if self._body_size + chunk_size > limits.max_body:
                         raise HttpError(413, f"chunked body exceeds the {limits.max_body}-byte limit")
+                    self._body_size += chunk_size
                     self._remaining = chunk_size
                     state = _CHUNK_DATA
                     continue
@@ -835,15 +1182,16 @@ class RequestParser:
                 self._scan = pos
             # state == _TRAILERS
             if buf.startswith(b"\r\n", pos):
-                self._pos = pos + 2
-                return self._finish_body()
+                pos += 2
+                state = _BODY_DONE
+                break
             end = buf.find(b"\r\n\r\n", max(pos, self._scan))
             if end < 0:
                 _reject_bare_lf(buf, pos, self._scan)
                 self._scan = max(pos, size - 3)
                 if size - pos >= limits.max_header_block + 2:
                     raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
-                if buf[pos : pos + 1] not in (b"", b"\r") and buf[pos] not in _TCHAR:
+                if buf[pos : pos + 1] not in (b"", b"\r") and buf[pos] not in TCHAR:
                     raise HttpError(400, "malformed trailer field")
                 break
             if end - pos > limits.max_header_block:
@@ -855,27 +1203,13 @@ class RequestParser:
             for key, _ in special:
                 if key in _TRAILER_FORBIDDEN:
                     raise HttpError(400, f"{key} is not allowed in trailers")
-            assert self._pending is not None
-            self._pending.trailers = Headers(trailers)
-            self._pos = end + 4
-            return self._finish_body()
+            self._trailers = Headers(trailers)
+            pos = end + 4
+            state = _BODY_DONE
+            break
         self._pos = pos
         self._state = state
-        return None
-
-    def _finish_body(self) -> Request:
-        request = self._pending
-        assert request is not None
-        self._pending = None
-        self._continue = False
-        if self._body:
-            request.body = bytes(self._body)
-            self._body = bytearray()
-        self._state = _HEAD
-        self._scan = self._pos
-        if not request.keep_alive:
-            self._finish_connection()
-        return request
+        return piece
 
     def _finish_connection(self) -> None:
         self._state = _FINISHED

@@ -608,7 +608,6 @@ def chunked_request(encoded: bytes) -> bytes:
         (b"3;ext\r\nabc\r\n0;last=1\r\n\r\n", b"abc"),
         (b'3;a=b;c="d e"\r\nabc\r\n0\r\n\r\n', b"abc"),
         (b"3 ;ext\r\nabc\r\n0\r\n\r\n", b"abc"),  # BWS before ';' (RFC 9112 §7.1.1)
-        (b"3\t\r\nabc\r\n0\r\n\r\n", b"abc"),  # trailing whitespace, as h11 allows
         (b"3\r\n\r\n\r\r\n0\r\n\r\n", b"\r\n\r"),
         (b"0000000000000003\r\nabc\r\n0\r\n\r\n", b"abc"),  # 16 digits: the most allowed
     ],
@@ -638,6 +637,13 @@ def test_trailers() -> None:
         b"0x3\r\nabc\r\n0\r\n\r\n",
         b" 3\r\nabc\r\n0\r\n\r\n",
         b"3 x\r\nabc\r\n0\r\n\r\n",
+        # RFC 9112 §7.1: whitespace only before a ';', and ';' needs a name.
+        b"3\t\r\nabc\r\n0\r\n\r\n",
+        b"3 \r\nabc\r\n0\r\n\r\n",
+        b"3;\r\nabc\r\n0\r\n\r\n",
+        b"3;ext \r\nabc\r\n0\r\n\r\n",
+        b"3;a=\r\nabc\r\n0\r\n\r\n",
+        b'3;a="unterminated\r\nabc\r\n0\r\n\r\n',
         b"3;a\x00b\r\nabc\r\n0\r\n\r\n",
         b"3;a\rb\r\nabc\r\n0\r\n\r\n",
         b"3;a\nb\r\nabc\r\n0\r\n\r\n",

@@ -3,18 +3,22 @@
 PyParallel's protocol API on stock CPython: one io_uring (or epoll) engine per
 worker, workers on free-threaded threads, isolated subinterpreters or
 processes. See README.md.
+
+This package is the composition root: it builds runtimes from what the main
+thread registered, adapting ``http11`` protocol classes to the HTTP fast
+path on the way, and re-exports the public API. HTTP is imported only when
+a protocol needs it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import _context
+from . import _context, transport
+from ._ref import ObjectRef
 from ._spec import Endpoint
 from .protocol import ProtocolError
 from .runtime import Runtime, WorkerStartupError, cpu_count, make_client, make_server
-from .protocol import ObjectRef
-from .transport import Transport
 from .services import _hub as _services
 from .services.introspect import (PROMETHEUS_CONTENT_TYPE, active_contexts, context_stats,
                                   gmtime, prometheus_text, rdtsc, socket_stats)
@@ -24,11 +28,13 @@ from .services.shared import (AssignmentError, ProtectionError, SharedBuffer, pr
                               share, shared, unshare)
 from .services.timers import Timer, timer
 from .services.work import WorkerLost, submit_work
+from .transport import NotInCallback, Transport
+from .worker import current_worker
 
 __all__ = [
-    "server", "client", "register", "run", "start", "transport", "thread_seq_id",
-    "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport", "Endpoint",
-    "ProtocolError", "WorkerStartupError",
+    "server", "client", "register", "run", "start", "transport", "current_transport",
+    "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport",
+    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback",
     # PyParallel's services. parallio.map, parallio.dict and parallio.list are
     # left out of * on purpose: they would shadow the builtins.
     "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
@@ -38,14 +44,20 @@ __all__ = [
     "MainThreadGone",
 ]
 
+#: ``parallio.transport()`` is the module :mod:`parallio.transport` itself,
+#: which is callable; this is the same function under a name type checkers
+#: understand.
+current_transport = transport.current
+
 
 def __getattr__(name: str) -> Any:
-    # A module attribute, not a global, so code in this module still gets
-    # the builtins under these names.
+    # Module attributes, not globals, so code in this module still gets the
+    # builtins under these names.
     if name in ("map", "dict", "list"):
         from .services import shared as _shared, work as _work
         return {"map": _work.map, "dict": _shared.dict, "list": _shared.list}[name]
     raise AttributeError(f"module 'parallio' has no attribute {name!r}")
+
 
 # What the main thread registered, waiting for run().
 _registered: list[Endpoint] = []
@@ -71,14 +83,27 @@ def client(host: str, port: int) -> Endpoint:
 
 def register(transport: Endpoint, protocol: Any) -> Endpoint:
     """Serve ``transport`` (from :func:`server` or :func:`client`) with
-    ``protocol``: a class, or its import path ``"module:Class"``."""
+    ``protocol``: a class, its import path ``"module:Class"``, or an object
+    that makes one (an :class:`~parallio.http.HttpServer`, say)."""
     if _context.in_worker_import():
         return transport
     _check_main("register")
-    transport.protocol = ObjectRef.of(protocol)
+    transport.protocol = protocol_ref(protocol)
     if transport not in _registered:
         _registered.append(transport)
     return transport
+
+
+def protocol_ref(protocol: Any) -> ObjectRef:
+    """How workers find ``protocol``; an ``http11 = True`` class is
+    served by the HTTP fast path. A path is imported here first, so a typo
+    is reported once, on the main thread, not by every worker."""
+    ref = ObjectRef.of(protocol)
+    target = ref.resolve() if isinstance(protocol, str) else protocol
+    if isinstance(target, type) and getattr(target, "http11", False):
+        from .http.fastpath import FastPathApp
+        return FastPathApp(ref).__parallio_ref__()
+    return ref
 
 
 def start(workers: int | None = None, parallel: str = "auto", io: str = "auto",
@@ -131,24 +156,19 @@ def _take_registered(workers: int | None, parallel: str, io: str,
 
 
 def _check_main(name: str) -> None:
-    if _context.current_worker() is not None:
+    if current_worker() is not None:
         raise RuntimeError(f"parallio.{name}() belongs to the main thread, not to a worker")
-
-
-def transport() -> Transport | None:
-    """The connection whose callback is running, or None outside one."""
-    return _context.local.transport
 
 
 def thread_seq_id() -> int:
     """The running worker's number (1..workers); 0 on the main thread."""
-    worker = _context.current_worker()
+    worker = current_worker()
     return 0 if worker is None else worker.seq_id
 
 
 def is_parallel_thread() -> bool:
     """True inside a worker (a parallel context), False on the main thread."""
-    return _context.current_worker() is not None
+    return current_worker() is not None
 
 
 def stats() -> list[dict[str, Any]]:

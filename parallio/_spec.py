@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import ObjectRef
+from ._ref import ObjectRef
 
 
 @dataclass

@@ -5,7 +5,9 @@ for these optional attributes (see the README for the full table):
 
 ``initial_bytes_to_send``, ``connection_made``, ``data_received``,
 ``lines_mode`` + ``lines_received``, ``next_bytes_to_send``,
-``send_complete``, ``exception_handler``, ``connection_lost``, ``http11``.
+``send_complete``, ``exception_handler``, ``connection_lost``. (``http11``
+classes are adapted by :func:`parallio.register`, which turns them into the
+HTTP fast path's protocol.)
 
 What a callback returns is sent: ``None`` sends nothing, ``bytes``,
 ``bytearray`` and ``memoryview`` are sent as they are (returning the received
@@ -15,8 +17,6 @@ or list of those is sent as one gather-send.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +70,14 @@ class ProtocolSpec:
 
     @classmethod
     def of(cls, protocol: Any) -> "ProtocolSpec":
-        # An object with __parallio_protocol__ (an HttpServer, a WSGI server)
-        # stands for the protocol class that method makes.
+        # An object with __parallio_protocol__ (an HttpServer, a WSGI server,
+        # an http11 class as register() wraps it) stands for the protocol
+        # class that method makes.
         make = getattr(protocol, "__parallio_protocol__", None)
         if make is not None:
             protocol = make()
         if not isinstance(protocol, type):
             raise ProtocolError(f"a protocol must be a class, not {protocol!r}")
-        if getattr(protocol, "http11", False):
-            from .http.fastpath import fast_path_protocol
-            protocol = fast_path_protocol(protocol)
         lines_mode = bool(getattr(protocol, "lines_mode", False))
         if lines_mode and not callable(getattr(protocol, "lines_received", None)):
             raise ProtocolError(f"{protocol.__qualname__} sets lines_mode but has no lines_received")
@@ -124,61 +122,3 @@ class LineSplitter:
             if len(line) > self._max_line:
                 raise LineTooLong(f"a line is longer than {self._max_line} bytes")
         return lines
-
-
-# -- naming protocols so every worker can find them --------------------------
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """A class or function named by import path, plus the object itself.
-
-    Workers in the threads host use ``obj`` directly; other hosts import
-    ``path`` (``module:qualname``). ``module`` ``__main__`` means the user's
-    main script, which workers load under another name (as multiprocessing
-    does), so its ``if __name__ == "__main__"`` block does not run again.
-
-    With ``by_value``, ``obj`` itself is pickled to the workers (an object
-    made from command-line options, say) and ``path`` only names the module
-    they must be able to import (the interpreters host checks that it can).
-    Objects other than classes and functions make their own reference with
-    a ``__parallio_ref__()`` method.
-    """
-
-    path: str
-    obj: Any = None
-    by_value: bool = False
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "obj": self.obj if self.by_value else None,
-                "by_value": self.by_value}
-
-    def __setstate__(self, state: dict) -> None:
-        object.__setattr__(self, "path", state["path"])
-        object.__setattr__(self, "obj", state["obj"])
-        object.__setattr__(self, "by_value", state.get("by_value", False))
-
-    @classmethod
-    def of(cls, target: Any) -> "ObjectRef":
-        if isinstance(target, str):
-            if ":" not in target:
-                raise ValueError(f"{target!r}: name a class or function as 'module:Name'")
-            return cls(target)
-        if not isinstance(target, type) and hasattr(target, "__parallio_ref__"):
-            return target.__parallio_ref__()
-        module = getattr(target, "__module__", None)
-        qualname = getattr(target, "__qualname__", None)
-        if module is None or qualname is None or "<locals>" in qualname:
-            raise ValueError(
-                f"{target!r} cannot be named by import path: define it at module level")
-        return cls(f"{module}:{qualname}", target)
-
-    def resolve(self) -> Any:
-        if self.obj is not None:
-            return self.obj
-        module_name, _, qualname = self.path.partition(":")
-        module = sys.modules.get(module_name) or importlib.import_module(module_name)
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-

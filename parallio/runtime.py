@@ -23,7 +23,7 @@ from . import _context, _control
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import choose_engine
 from .host import WorkerHandle, choose_host
-from .protocol import ObjectRef
+from ._ref import ObjectRef
 
 log = logging.getLogger("parallio")
 

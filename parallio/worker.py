@@ -4,14 +4,19 @@ Whatever the host, a worker is started by :func:`worker_main` with one end of
 a control socketpair. Workers share nothing with each other; the kernel
 spreads new connections over their SO_REUSEPORT listeners, and a connection
 lives its whole life on the worker that accepted it.
+
+A :class:`Worker` is the :class:`~parallio.transport.ProtocolLoop` its
+transports run on: its engine, timers, counters and close notification.
+The layers above keep their per-worker state in typed extensions
+(:meth:`Worker.extension`), made on first use.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import importlib
 import importlib.util
-import itertools
 import logging
 import os
 import select
@@ -20,12 +25,14 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from . import _context, _control
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import make_engine
+from .engine.base import Handle
 from .protocol import ProtocolSpec
+from .stream import Counters, Stream
 from .transport import Transport
 
 log = logging.getLogger("parallio")
@@ -33,18 +40,58 @@ log = logging.getLogger("parallio")
 #: Name under which workers load the user's main script.
 MAIN_ALIAS = "__parallio_main__"
 
+# Accept errors that mean "out of descriptors or memory for now": accepting
+# pauses (the backlog waits in the kernel) instead of spinning on them.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_BACKOFF = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+# At most one "accept failed" log line per listener this often.
+_ACCEPT_LOG_INTERVAL = 10.0
+
+T = TypeVar("T")
+
 
 class TimerHandle:
-    __slots__ = ("deadline", "callback", "args", "cancelled")
+    """A callback due at ``deadline`` (``time.monotonic()`` seconds)."""
 
-    def __init__(self, deadline: float, callback: Callable, args: tuple) -> None:
+    __slots__ = ("deadline", "seq", "callback", "args", "cancelled", "_worker")
+
+    def __init__(self, worker: "Worker", deadline: float, seq: int,
+                 callback: Callable[..., object], args: tuple) -> None:
         self.deadline = deadline
-        self.callback = callback
+        self.seq = seq
+        self.callback: Callable[..., object] | None = callback
         self.args = args
         self.cancelled = False
+        self._worker = worker
+
+    def __lt__(self, other: "TimerHandle") -> bool:
+        return (self.deadline, self.seq) < (other.deadline, other.seq)
 
     def cancel(self) -> None:
-        self.cancelled = True
+        """Drop the call; what it would have been called with goes at once
+        (a cancelled timer must not keep a closed connection alive)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback = None
+            self.args = ()
+            self._worker._timer_cancelled()
+
+
+class _Listener:
+    __slots__ = ("sock", "handle", "endpoint", "spec", "on_accept", "paused", "failures",
+                 "logged_at", "suppressed")
+
+    def __init__(self, sock: socket.socket, handle: Handle, endpoint: Endpoint,
+                 spec: ProtocolSpec) -> None:
+        self.sock = sock
+        self.handle = handle
+        self.endpoint = endpoint
+        self.spec = spec
+        self.on_accept: Callable[[int], None] | None = None
+        self.paused = False
+        self.failures = 0          # consecutive accepts refused for lack of resources
+        self.logged_at = -_ACCEPT_LOG_INTERVAL
+        self.suppressed = 0        # failures not logged since the last line
 
 
 class Worker:
@@ -52,11 +99,16 @@ class Worker:
         self.spec = spec
         self.seq_id = spec.seq_id
         self.engine = make_engine(spec.io)
-        self.connections: set[Transport] = set()
-        self.listeners: list[socket.socket] = []
-        self._timers: list[tuple[float, int, TimerHandle]] = []
-        self._timer_seq = itertools.count()
+        self.counters = Counters()
+        #: The transport whose protocol callback is running, if any.
+        self.current_transport: Transport | None = None
+        self.connections: set[Stream] = set()
+        self.listeners: list[_Listener] = []
+        self._timers: list[TimerHandle] = []
+        self._timer_seq = 0
+        self._cancelled_timers = 0
         self._control_fd = control_fd
+        self._control_handle = self.engine.open(control_fd)
         self._control_reader = _control.MessageReader()
         self._control_handlers: dict[str, Callable[..., None]] = {
             "stop": self._on_stop,
@@ -70,19 +122,27 @@ class Worker:
         self.busy_checks: list[Callable[[], bool]] = []
         # More counters for stats(), from the layers above (services).
         self.stats_providers: list[Callable[[], dict[str, Any]]] = []
-        # Per-worker state of the layers above (HTTP timeouts, services),
-        # keyed by a name of the owning module.
-        self.state: dict[str, Any] = {}
+        self._extensions: dict[type, Any] = {}
         self.connections_total = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.callbacks = 0
-        self.callback_errors = 0
+
+    # -- the layers above ---------------------------------------------------
+    def extension(self, kind: Callable[["Worker"], T]) -> T:
+        """This worker's instance of ``kind`` (a class taking the worker),
+        made on first use: how layers above keep per-worker state."""
+        try:
+            return self._extensions[kind]  # type: ignore[no-any-return]
+        except KeyError:
+            instance = self._extensions[kind] = kind(self)
+            return instance
+
+    def existing_extension(self, kind: type[T]) -> T | None:
+        """This worker's instance of ``kind`` if one was made, else None."""
+        return self._extensions.get(kind)
 
     # -- starting ---------------------------------------------------------
     def start(self) -> None:
         os.set_blocking(self._control_fd, False)
-        self.engine.start_reading(self._control_fd, self._on_control)
+        self.engine.start_reading(self._control_handle, self._on_control)
         for endpoint in self.spec.endpoints:
             if endpoint.protocol is None:
                 continue
@@ -100,38 +160,77 @@ class Worker:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if endpoint.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if endpoint.family in (socket.AF_INET, socket.AF_INET6):
+                # Accepted sockets inherit it (Linux): no call per connection.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind(endpoint.address)
             sock.listen(endpoint.backlog)
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
-        self.listeners.append(sock)
+        listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec)
+        self.listeners.append(listener)
 
         def on_accept(fd: int) -> None:
             if fd < 0:
-                log.warning("worker %d: accept on %r failed: %s",
-                            self.seq_id, endpoint, os.strerror(-fd))
+                self._accept_failed(listener, -fd)
                 return
-            _set_nodelay(fd)
-            transport = Transport(self, fd, spec)
-            self.connections.add(transport)
-            self.connections_total += 1
-            transport.start()
+            listener.failures = 0
+            self.serve_connection(fd, spec)
 
-        self.engine.accept(sock.fileno(), on_accept)
+        listener.on_accept = on_accept
+        self.engine.accept(listener.handle, on_accept)
+
+    def serve_connection(self, fd: int, spec: ProtocolSpec) -> Transport:
+        """Run a protocol instance of ``spec`` on the connected socket ``fd``
+        (the worker now owns it)."""
+        transport = Transport(self, self.engine.open(fd), spec)
+        self.connections.add(transport)
+        self.connections_total += 1
+        transport.start()
+        return transport
+
+    def _accept_failed(self, listener: _Listener, error: int) -> None:
+        now = time.monotonic()
+        if now - listener.logged_at >= _ACCEPT_LOG_INTERVAL:
+            more = (f" ({listener.suppressed} more since the last report)"
+                    if listener.suppressed else "")
+            log.warning("worker %d: accepting on %r failed: %s%s", self.seq_id,
+                        listener.endpoint, os.strerror(error), more)
+            listener.logged_at = now
+            listener.suppressed = 0
+        else:
+            listener.suppressed += 1
+        if error not in _EXHAUSTED or listener.paused:
+            return
+        # Out of descriptors: retrying at once fails again at once. Waiting
+        # connections stay in the kernel's backlog until accepting resumes.
+        listener.paused = True
+        self.engine.stop_accepting(listener.handle)
+        pause = _ACCEPT_BACKOFF[min(listener.failures, len(_ACCEPT_BACKOFF) - 1)]
+        listener.failures += 1
+        self.call_later(pause, self._resume_accepting, listener)
+
+    def _resume_accepting(self, listener: _Listener) -> None:
+        listener.paused = False
+        if listener in self.listeners:
+            assert listener.on_accept is not None
+            self.engine.accept(listener.handle, listener.on_accept)
 
     def _connect(self, endpoint: Endpoint, spec: ProtocolSpec) -> None:
         sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if endpoint.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.detach()
-        transport = Transport(self, fd, spec, is_client=True)
+        handle = self.engine.open(fd)
+        transport = Transport(self, handle, spec)
         self.connections.add(transport)
         self.connections_total += 1
 
         def on_connected(result: int) -> None:
             if result == 0:
-                _set_nodelay(fd)
                 transport.start()
                 return
             transport.protocol = spec.cls()
@@ -142,42 +241,63 @@ class Worker:
                 transport._callback_failed("connect")
             transport.abort()
 
-        self.engine.connect(fd, endpoint.address, on_connected)
+        self.engine.connect(handle, endpoint.address, on_connected)
 
-    # -- the loop ---------------------------------------------------------
-    def call_later(self, delay: float, callback: Callable, *args: Any) -> TimerHandle:
-        handle = TimerHandle(time.monotonic() + delay, callback, args)
-        heapq.heappush(self._timers, (handle.deadline, next(self._timer_seq), handle))
+    # -- timers -------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[..., object],
+                   *args: Any) -> TimerHandle:
+        """Call ``callback(*args)`` on this worker's thread after ``delay``
+        seconds (0: after the events of this turn)."""
+        self._timer_seq += 1
+        handle = TimerHandle(self, time.monotonic() + delay, self._timer_seq, callback, args)
+        heapq.heappush(self._timers, handle)
         return handle
 
-    def run(self) -> None:
-        poll = self.engine.poll
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
         timers = self._timers
-        self.report_idle()
-        while self._running:
-            if timers:
-                timeout = max(0.0, timers[0][0] - time.monotonic())
-            else:
-                timeout = None
-            poll(timeout)
-            if timers:
-                self._run_due_timers()
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
+            # Most of the heap is dead entries (lingering closes that ended
+            # early, say): rebuild it rather than wait for their deadlines.
+            self._timers = [handle for handle in timers if not handle.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
 
     def _run_due_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
-        while timers and timers[0][0] <= now:
-            handle = heapq.heappop(timers)[2]
+        while timers and timers[0].deadline <= now:
+            handle = heapq.heappop(timers)
             if handle.cancelled:
+                self._cancelled_timers -= 1
                 continue
+            callback, args = handle.callback, handle.args
+            handle.cancelled = True
+            handle.callback = None
+            handle.args = ()
             try:
-                handle.callback(*handle.args)
+                callback(*args)  # type: ignore[misc]
             except Exception:
-                log.exception("worker %d: timer callback %r failed", self.seq_id, handle.callback)
+                log.exception("worker %d: timer callback %r failed", self.seq_id, callback)
+            timers = self._timers   # a compaction may have replaced the heap
+
+    # -- the loop ---------------------------------------------------------
+    def run(self) -> None:
+        poll = self.engine.poll
+        self.report_idle()
+        while self._running:
+            timers = self._timers
+            if timers:
+                timeout: float | None = max(0.0, timers[0].deadline - time.monotonic())
+            else:
+                timeout = None
+            poll(timeout)
+            if self._timers:
+                self._run_due_timers()
 
     # -- bookkeeping --------------------------------------------------------
-    def connection_closed(self, transport: Transport) -> None:
-        self.connections.discard(transport)
+    def stream_closed(self, stream: Stream) -> None:
+        self.connections.discard(stream)
         if not self.connections and (self._draining or not self.listeners):
             self.report_idle()
 
@@ -205,6 +325,7 @@ class Worker:
             pass
 
     def stats(self) -> dict[str, Any]:
+        counters = self.counters
         stats = {
             "worker": self.seq_id,
             "pid": os.getpid(),
@@ -212,10 +333,10 @@ class Worker:
             "host": self.spec.host,
             "connections": len(self.connections),
             "connections_total": self.connections_total,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "callbacks": self.callbacks,
-            "callback_errors": self.callback_errors,
+            "bytes_in": counters.bytes_in,
+            "bytes_out": counters.bytes_out,
+            "callbacks": counters.callbacks,
+            "callback_errors": counters.callback_errors,
         }
         for provider in self.stats_providers:
             stats.update(provider())
@@ -225,14 +346,14 @@ class Worker:
     def add_control_handler(self, kind: str, handler: Callable[..., None]) -> None:
         self._control_handlers[kind] = handler
 
-    def _on_control(self, data: Any) -> None:
+    def _on_control(self, data: bytes | int) -> None:
         if data.__class__ is not bytes or not data:
             # The main thread is gone: nobody is left to report to.
             log.error("worker %d: lost its main thread; stopping", self.seq_id)
             self.close_all()
             self._running = False
             return
-        for message in self._control_reader.feed(data):
+        for message in self._control_reader.feed(data):  # type: ignore[arg-type]
             self._control_handlers[message[0]](*message[1:])
 
     def _on_stats(self, request_id: int) -> None:
@@ -242,36 +363,27 @@ class Worker:
         """Stop accepting, let queued sends finish, then end the loop."""
         self._draining = True
         self._close_listeners()
-        for transport in list(self.connections):
-            transport.close()
+        for stream in list(self.connections):
+            stream.close()
         self.call_later(drain_timeout, self.close_all)
         self.report_idle()
 
     def _close_listeners(self) -> None:
-        for sock in self.listeners:
-            self.engine.stop_accepting(sock.fileno())
-            sock.close()
+        for listener in self.listeners:
+            self.engine.stop_accepting(listener.handle)
+            listener.sock.detach()
+            self.engine.close(listener.handle)
         self.listeners.clear()
 
     def close_all(self) -> None:
         """Drop every connection and listener now."""
         self._close_listeners()
-        for transport in list(self.connections):
-            transport.abort()
+        for stream in list(self.connections):
+            stream.abort()
         self._running = False
 
 
-def _set_nodelay(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass  # not TCP (a Unix socket): nothing to tune
-    finally:
-        sock.detach()
-
-
-def _protocol_class(endpoint: Endpoint) -> type:
+def _protocol_class(endpoint: Endpoint) -> Any:
     assert endpoint.protocol is not None
     try:
         return endpoint.protocol.resolve()
@@ -279,6 +391,11 @@ def _protocol_class(endpoint: Endpoint) -> type:
         raise ImportError(
             f"worker cannot import protocol {endpoint.protocol.path!r} for {endpoint!r}: "
             f"{type(exc).__name__}: {exc}") from exc
+
+
+def current_worker() -> Worker | None:
+    """The worker whose thread this is; None on the main thread."""
+    return _context.local.worker  # type: ignore[no-any-return]
 
 
 # -- bootstrap ----------------------------------------------------------------
@@ -315,7 +432,7 @@ def _read_spec(control_fd: int) -> WorkerSpec:
             raise ConnectionError("the main thread went away before sending the worker spec")
         messages = reader.feed(data)
         if messages:
-            return messages[0]
+            return messages[0]  # type: ignore[no-any-return]
         wanted = reader.missing()
 
 
@@ -376,3 +493,4 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
 #: Called with each new worker before it starts serving (services register
 #: their control-message handlers this way).
 _worker_start_hooks: list[Callable[[Worker], None]] = []
+

@@ -186,7 +186,7 @@ class FastApp:
         return {"message": "Hello, World!"}
 
     def echo_header(self, transport, request):
-        return transport.http_header.headers.get("x-probe", "").encode()
+        return request.headers.get("x-probe", "").encode()
 
     def file(self, transport, request):
         path = request.query
@@ -199,3 +199,12 @@ class FastApp:
 
     def _private(self, transport, request):
         return b"never"
+
+
+class LoadedModules:
+    """Answers with the parallio.http modules loaded where it runs."""
+
+    def data_received(self, transport, data):
+        import json
+        import sys
+        return json.dumps(sorted(m for m in sys.modules if m.startswith("parallio.http"))) + "\n"

@@ -9,7 +9,7 @@ import pytest
 from parallio import Runtime
 from parallio.engine import uring_unavailable_reason
 from parallio.host import InterpretersHost
-from parallio.protocol import ObjectRef
+from parallio import protocol_ref
 from parallio.runtime import make_server
 
 HOSTS = ["threads", "processes", "interpreters"]
@@ -45,7 +45,7 @@ def serving(protocol: str, combo: tuple[str, str], workers: int = 1,
             address: str = "127.0.0.1", drain_timeout: float = 5.0) -> Iterator[Runtime]:
     host, engine = combo
     endpoint = make_server(address, 0)
-    endpoint.protocol = ObjectRef.of(protocol)
+    endpoint.protocol = protocol_ref(protocol)
     runtime = Runtime([endpoint], workers=workers, parallel=host, io=engine,
                       drain_timeout=drain_timeout)
     runtime.start()

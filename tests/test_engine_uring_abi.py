@@ -91,25 +91,24 @@ def make_engine():
 
 @pytest.fixture
 def socketpairs():
-    """Make (descriptor for the engine, peer socket) pairs; closes leftovers."""
+    """Make (the engine's handle of our end, peer socket) pairs; closes
+    what the test left open."""
     pairs = []
 
-    def make(count: int) -> list[tuple[int, socket.socket]]:
+    def make(engine, count: int) -> list[tuple[object, socket.socket]]:
         made = []
         for _ in range(count):
             ours, theirs = socket.socketpair()
             ours.setblocking(False)
-            made.append((ours.detach(), theirs))
+            made.append((engine.open(ours.detach()), theirs))
         pairs.extend(made)
         return made
 
     yield make
-    for fd, peer in pairs:
+    for handle, peer in pairs:
         peer.close()
-        try:
-            os.close(fd)
-        except OSError:
-            pass   # the engine closed it
+        if not handle.closed:
+            os.close(handle.fd)
 
 
 def wait_for(engine, condition, what: str, deadline: float = 5.0) -> None:
@@ -118,6 +117,16 @@ def wait_for(engine, condition, what: str, deadline: float = 5.0) -> None:
         if time.monotonic() > end:
             pytest.fail(f"timed out waiting for {what}")
         engine.poll(0.02)
+
+
+def completion_waiting(engine, deadline: float = 5.0) -> None:
+    """Run completion work without dispatching until a completion waits in
+    the ring: the precondition of the races tested below."""
+    end = time.monotonic() + deadline
+    while engine._words[engine._cq_tail_word] == engine._cq_head:
+        assert time.monotonic() < end, "no completion reached the ring"
+        engine._enter(0, abi.IORING_ENTER_GETEVENTS, None)
+        time.sleep(0.001)
 
 
 @needs_uring
@@ -133,10 +142,10 @@ def test_setup_flags_and_features(make_engine):
 def test_one_enter_per_turn(make_engine, socketpairs, monkeypatch):
     from parallio.engine import uring
     engine = make_engine()
-    pairs = socketpairs(5)
+    pairs = socketpairs(engine, 5)
     received = []
-    for fd, _ in pairs:
-        engine.start_reading(fd, received.append)
+    for handle, _ in pairs:
+        engine.start_reading(handle, received.append)
     engine.poll(0)
     enters = []
     real = uring._syscall
@@ -148,8 +157,8 @@ def test_one_enter_per_turn(make_engine, socketpairs, monkeypatch):
 
     monkeypatch.setattr(uring, "_syscall", counting)
     sent = []
-    for fd, peer in pairs:
-        engine.send(fd, b"x", sent.append)
+    for handle, peer in pairs:
+        engine.send(handle, b"x", sent.append)
         peer.sendall(b"y")
     engine.poll(1.0)
     assert enters == [5], "all submissions of a turn go in one io_uring_enter"
@@ -159,13 +168,13 @@ def test_one_enter_per_turn(make_engine, socketpairs, monkeypatch):
 @needs_uring
 def test_full_submission_queue_is_flushed_mid_turn(make_engine, socketpairs):
     engine = make_engine(entries=4)   # 150 reads armed through a 4-entry SQ
-    pairs = socketpairs(150)
+    pairs = socketpairs(engine, 150)
     received: dict[int, bytes] = {}
-    for fd, _ in pairs:
-        engine.start_reading(fd, lambda data, fd=fd: received.__setitem__(fd, data))
+    for handle, _ in pairs:
+        engine.start_reading(handle, lambda data, fd=handle.fd: received.__setitem__(fd, data))
     engine.poll(0)
-    for fd, peer in pairs:
-        peer.sendall(b"%d" % fd)
+    for handle, peer in pairs:
+        peer.sendall(b"%d" % handle.fd)
     wait_for(engine, lambda: len(received) == 150, "150 chunks")
     assert all(data == b"%d" % fd for fd, data in received.items())
 
@@ -173,10 +182,10 @@ def test_full_submission_queue_is_flushed_mid_turn(make_engine, socketpairs):
 @needs_uring
 def test_buffer_ring_running_dry_loses_nothing(make_engine, socketpairs):
     engine = make_engine(buffer_count=2, buffer_size=1024)   # recvs hit ENOBUFS
-    pairs = socketpairs(20)
-    received: dict[int, bytearray] = {fd: bytearray() for fd, _ in pairs}
-    for fd, _ in pairs:
-        engine.start_reading(fd, received[fd].extend)
+    pairs = socketpairs(engine, 20)
+    received: dict[int, bytearray] = {handle.fd: bytearray() for handle, _ in pairs}
+    for handle, _ in pairs:
+        engine.start_reading(handle, received[handle.fd].extend)
     engine.poll(0)
     payload = os.urandom(10_000)
     for _, peer in pairs:
@@ -191,13 +200,12 @@ def test_completion_queue_overflow_loses_nothing(make_engine):
     from parallio.engine import uring
     engine = make_engine(entries=4)   # a 32-entry CQ
     done = []
-    owner = uring._Conn(-1)
     # NOPs complete inline while being submitted, so flushing 100 of them
     # through the 4-entry SQ overflows the CQ before anyone reaps it.
     for _ in range(100):
-        op_id = engine._new_id()
-        engine._ops[op_id] = (uring._RESULT, owner, done.append, None)
-        engine._push(0, -1, 0, 0, 0, op_id)   # IORING_OP_NOP
+        owner = engine.open(-1)
+        owner.on_written = done.append
+        engine._push(0, -1, 0, 0, 0, owner.id << 8 | uring._WRITE)   # IORING_OP_NOP
     engine._enter(0, 0, None)
     assert engine._words[engine._sq_flags_word] & abi.IORING_SQ_CQ_OVERFLOW
     engine.poll(0)
@@ -207,7 +215,7 @@ def test_completion_queue_overflow_loses_nothing(make_engine):
 @needs_uring
 def test_callback_exception_keeps_the_rest_of_the_batch(make_engine, socketpairs):
     engine = make_engine()
-    pairs = socketpairs(3)
+    pairs = socketpairs(engine, 3)
     calls = []
 
     def on_data(data):
@@ -215,10 +223,10 @@ def test_callback_exception_keeps_the_rest_of_the_batch(make_engine, socketpairs
         if len(calls) == 1:
             raise RuntimeError("callback failed")
 
-    for fd, _ in pairs:
-        engine.start_reading(fd, on_data)
+    for handle, _ in pairs:
+        engine.start_reading(handle, on_data)
     engine.poll(0)
-    for fd, peer in pairs:
+    for handle, peer in pairs:
         peer.sendall(b"z")
     time.sleep(0.05)
     with pytest.raises(RuntimeError):
@@ -229,12 +237,12 @@ def test_callback_exception_keeps_the_rest_of_the_batch(make_engine, socketpairs
 @needs_uring
 def test_driven_from_another_thread_than_built(make_engine, socketpairs):
     engine = make_engine()      # built here, first entered by the worker below
-    (fd, peer), = socketpairs(1)
+    (handle, peer), = socketpairs(engine, 1)
     received, errors = [], []
 
     def worker():
         try:
-            engine.start_reading(fd, received.append)
+            engine.start_reading(handle, received.append)
             peer.sendall(b"hello")
             wait_for(engine, lambda: received, "data in the worker thread")
         except BaseException as exc:  # reported to the main thread
@@ -249,36 +257,34 @@ def test_driven_from_another_thread_than_built(make_engine, socketpairs):
 @needs_uring
 def test_chunks_arriving_while_stop_reading_cancels_are_kept(make_engine, socketpairs):
     engine = make_engine()
-    (fd, peer), = socketpairs(1)
+    (handle, peer), = socketpairs(engine, 1)
     received = []
-    engine.start_reading(fd, received.append)
+    engine.start_reading(handle, received.append)
     engine.poll(0)
     peer.sendall(b"early")
-    time.sleep(0.02)
     # The chunk's completion reaches the ring but is not dispatched yet...
-    engine._enter(0, abi.IORING_ENTER_GETEVENTS, None)
-    engine.stop_reading(fd)
+    completion_waiting(engine)
+    engine.stop_reading(handle)
     # ...and is dispatched while reading is stopped: it must be held.
     for _ in range(5):
         engine.poll(0.01)
     assert received == []
     peer.sendall(b"-later")
-    engine.start_reading(fd, received.append)
+    engine.start_reading(handle, received.append)
     wait_for(engine, lambda: b"".join(received) == b"early-later", "held then new data")
 
 
 @needs_uring
 def test_no_callback_for_completion_already_in_ring_at_close(make_engine, socketpairs):
     engine = make_engine()
-    (fd, peer), = socketpairs(1)
+    (handle, peer), = socketpairs(engine, 1)
     calls = []
-    engine.start_reading(fd, calls.append)
-    engine.send(fd, b"out", calls.append)
+    engine.start_reading(handle, calls.append)
+    engine.send(handle, b"out", calls.append)
     engine.poll(0)
     peer.sendall(b"in")
-    time.sleep(0.02)
-    engine._enter(0, abi.IORING_ENTER_GETEVENTS, None)   # completion now in the ring
-    engine.close(fd)
+    completion_waiting(engine)
+    engine.close(handle)
     for _ in range(5):
         engine.poll(0.01)
     assert calls == [3], "only the send that completed before close reports"
@@ -287,10 +293,10 @@ def test_no_callback_for_completion_already_in_ring_at_close(make_engine, socket
 @needs_uring
 def test_sendmsg_beyond_iov_max_is_a_partial_send(make_engine, socketpairs):
     engine = make_engine()
-    (fd, peer), = socketpairs(1)
+    (handle, peer), = socketpairs(engine, 1)
     results = []
     piece = b"0123456789" * 4   # big enough in total not to be joined
-    engine.sendmsg(fd, [piece] * (abi.IOV_MAX + 10), results.append)
+    engine.sendmsg(handle, [piece] * (abi.IOV_MAX + 10), results.append)
     wait_for(engine, lambda: results, "the gather-send")
     assert 0 < results[0] <= len(piece) * abi.IOV_MAX
 
@@ -298,15 +304,15 @@ def test_sendmsg_beyond_iov_max_is_a_partial_send(make_engine, socketpairs):
 @needs_uring
 def test_shutdown_from_a_callback(make_engine, socketpairs):
     engine = make_engine()
-    pairs = socketpairs(2)
+    pairs = socketpairs(engine, 2)
     calls = []
 
     def on_data(data):
         calls.append(data)
         engine.shutdown()
 
-    for fd, _ in pairs:
-        engine.start_reading(fd, on_data)
+    for handle, _ in pairs:
+        engine.start_reading(handle, on_data)
     engine.poll(0)
     for _, peer in pairs:
         peer.sendall(b"x")
@@ -327,14 +333,15 @@ def test_engine_runs_in_an_isolated_subinterpreter():
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         got = []
-        engine.start_reading(ours.fileno(), got.append)
+        handle = engine.open(ours.fileno())
+        engine.start_reading(handle, got.append)
         theirs.sendall(b"sub")
         for _ in range(100):
             engine.poll(0.02)
             if got:
                 break
         sent = []
-        engine.send(ours.fileno(), b"back", sent.append)
+        engine.send(handle, b"back", sent.append)
         for _ in range(100):
             engine.poll(0.02)
             if sent:

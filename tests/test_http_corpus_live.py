@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from parallio.http.parser import HttpError, RequestParser
-from parallio.http.static import FileServer
+from parallio.http.server import FileServer
 from parallio.http.wsgi import WsgiServer
 
 from ._http_client import Client, address_of

@@ -9,7 +9,8 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from parallio.http.static import FileServer, MAX_RANGES, StaticFiles, content_type, parse_byte_ranges
+from parallio.http.server import FileServer
+from parallio.http.static import MAX_RANGES, StaticFiles, content_type, parse_byte_ranges
 
 from ._http_client import Client, address_of, encode_request
 from .conftest import serving

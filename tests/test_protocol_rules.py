@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from parallio._control import MessageReader, encode
-from parallio.protocol import (LineSplitter, LineTooLong, ObjectRef, ProtocolError,
-                               ProtocolSpec, to_buffers)
+from parallio._ref import ObjectRef
+from parallio.protocol import LineSplitter, LineTooLong, ProtocolError, ProtocolSpec, to_buffers
 
 
 def test_to_buffers_keeps_buffers_as_they_are():

@@ -13,7 +13,7 @@ import pytest
 
 from parallio import Runtime, WorkerStartupError
 from parallio.host import InterpretersHost
-from parallio.protocol import ObjectRef
+from parallio._ref import ObjectRef
 from parallio.runtime import make_client, make_server
 
 from .conftest import connect, recv_all, recv_exactly, recv_until, request, serving

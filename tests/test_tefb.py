@@ -17,7 +17,7 @@ from parallio import WorkerStartupError
 from parallio.host import InterpretersHost
 from parallio.http import tefb_db
 from parallio.http.tefb import Tefb, query_count
-from parallio.protocol import ObjectRef
+from parallio._ref import ObjectRef
 
 from ._http_client import Client, address_of
 from .conftest import serving

@@ -15,7 +15,7 @@ import pytest
 from parallio import Runtime
 from parallio.host import choose_host
 from parallio.http.wsgi import WsgiServer
-from parallio.protocol import ObjectRef
+from parallio._ref import ObjectRef
 from parallio.runtime import make_server
 
 from ._http_client import Client, address_of, encode_request, h11_exchange

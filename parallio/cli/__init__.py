@@ -1,15 +1,15 @@
 """``python -m parallio``: run a protocol, a service or an HTTP server on
-every core."""
+every core. Each module of this package adds its subcommands."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-from . import register, run, server
+from . import http
+from .options import add_run_options, serve
 
 log = logging.getLogger("parallio")
 
@@ -25,40 +25,9 @@ SERVICES = {
     "chargen": ("parallio.services:Chargen", 8019, "stream characters (RFC 864)"),
 }
 
-#: Further subcommands added by other layers: name -> (help, configure the
+#: The other subcommands, each module's: name -> (help, configure the
 #: parser, run from parsed arguments).
-EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
-                                Callable[[argparse.Namespace], None]]] = {}
-#: The modules whose import adds their subcommands to EXTRA_COMMANDS.
-COMMAND_MODULES = ("parallio.http.cli",)
-
-
-def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
-    """The options every serving subcommand takes."""
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on; '::' or '0.0.0.0' for all (default %(default)s)")
-    parser.add_argument("--port", type=int, default=port, help="TCP port (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="number of workers (default: the CPUs this process may use)")
-    parser.add_argument("--parallel", default="auto",
-                        choices=["auto", "threads", "interpreters", "processes"],
-                        help="where workers run: threads (parallel on free-threaded builds), "
-                             "isolated interpreters (3.13+), processes; auto picks the best "
-                             "(default %(default)s)")
-    parser.add_argument("--io", default="auto", choices=["auto", "uring", "epoll"],
-                        help="I/O engine; auto uses io_uring where the kernel allows it "
-                             "(default %(default)s)")
-    parser.add_argument("--drain-timeout", type=float, default=10.0,
-                        help="seconds in-flight sends get to finish on SIGINT/SIGTERM "
-                             "(default %(default)s)")
-
-
-def serve(args: argparse.Namespace, protocol: Any) -> None:
-    """Serve ``protocol`` (what :func:`parallio.register` takes) as the
-    run options in ``args`` say."""
-    register(transport=server(args.host, args.port), protocol=protocol)
-    run(workers=args.workers, parallel=args.parallel, io=args.io,
-        drain_timeout=args.drain_timeout)
+COMMANDS = {**http.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_path, port, help_text) in SERVICES.items():
         add_run_options(commands.add_parser(name, help=help_text, description=help_text), port)
 
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
-    for name, (help_text, configure, _run) in EXTRA_COMMANDS.items():
+    for name, (help_text, configure, _run) in COMMANDS.items():
         configure(commands.add_parser(name, help=help_text, description=help_text))
     return parser
 
@@ -100,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in SERVICES:
             serve(args, SERVICES[args.command][0])
         else:
-            EXTRA_COMMANDS[args.command][2](args)
+            COMMANDS[args.command][2](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

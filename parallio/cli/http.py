@@ -1,5 +1,5 @@
 """The HTTP subcommands of ``python -m parallio``: ``http-server``,
-``wsgi`` and ``tefb``."""
+``wsgi`` and ``tefb``. HTTP itself is imported when one of them runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import logging
 import os
 
-from ..cli import EXTRA_COMMANDS, add_run_options, serve
+from .options import Commands, add_run_options, serve
 
 log = logging.getLogger("parallio")
 
@@ -31,7 +31,7 @@ def _configure_http_server(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_http_server(args: argparse.Namespace) -> None:
-    from .static import FileServer
+    from ..http.server import FileServer
 
     files = FileServer(args.directory, listing=args.listing,
                        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
@@ -47,14 +47,14 @@ def _configure_wsgi(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_wsgi(args: argparse.Namespace) -> None:
-    from .wsgi import WsgiServer
+    from ..http.wsgi import WsgiServer
 
     serve(args, WsgiServer(args.app, header_timeout=args.header_timeout,
                            idle_timeout=args.idle_timeout))
 
 
 def _configure_tefb(parser: argparse.ArgumentParser) -> None:
-    from .tefb_db import default_url
+    from ..http.tefb_db import default_url
 
     parser.add_argument("--db", default=None, metavar="URL",
                         help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB; created and "
@@ -63,7 +63,7 @@ def _configure_tefb(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_tefb(args: argparse.Namespace) -> None:
-    from .tefb import Tefb
+    from ..http.tefb import Tefb
 
     app = Tefb(args.db)
     app.prepare()
@@ -71,10 +71,10 @@ def _run_tefb(args: argparse.Namespace) -> None:
     serve(args, app)
 
 
-EXTRA_COMMANDS.update({
+COMMANDS: Commands = {
     "http-server": ("serve a directory over HTTP, like python -m http.server, on every core",
                     _configure_http_server, _run_http_server),
     "wsgi": ("serve a WSGI (PEP 3333) application on every core", _configure_wsgi, _run_wsgi),
     "tefb": ("serve the TechEmpower benchmark endpoints (/json, /plaintext, /db, /queries, "
              "/updates, /fortunes)", _configure_tefb, _run_tefb),
-})
+}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from .base import Engine
-
-log = logging.getLogger("parallio")
 
 ENGINES = ("uring", "epoll")
 
@@ -38,7 +36,7 @@ def choose_engine(requested: str = "auto") -> tuple[str, str]:
     return "uring", "io_uring is available"
 
 
-def make_engine(name: str) -> Engine:
+def make_engine(name: str) -> Engine[Any]:
     if name == "uring":
         from .uring import UringEngine
         return UringEngine()

@@ -7,23 +7,28 @@ Shape of one loop turn (:meth:`UringEngine.poll`):
 2. ONE ``io_uring_enter`` submits every entry queued since the last turn and
    waits for completions (timeout passed through EXT_ARG);
 3. the completion ring is copied out in one slice, its head released, and
-   each completion dispatched to the record its ``user_data`` names.
+   each completion dispatched to the handle its ``user_data`` names.
 
-Completion records live in ``self._ops``, keyed by a counter that never
-repeats, so a completion can never reach a connection that merely reuses a
-closed descriptor's number. Records refer to a per-descriptor :class:`_Conn`
-whose ``open`` flag :meth:`close` clears: completions already in flight for a
-closed descriptor find it cleared and are dropped.
+``user_data`` is ``handle id << 8 | sequence << 4 | kind``. Handle ids never
+repeat, and a closed handle leaves the id table at once, so a completion for
+a closed descriptor finds nothing and is dropped even when the kernel has
+given the number to a new socket. The per-kind sequence number tells a read
+(or readiness wait) that was cancelled and re-armed in the same turn from its
+successor. Each handle keeps the callback of its one write in flight and of
+its one armed read, so completing an operation costs one dict lookup and no
+allocation.
 
 Reads use multishot recv with a provided-buffer ring; bytes are copied out of
 the kernel-owned buffer and the buffer is handed back at once. Sends keep one
 IORING_OP_SEND per descriptor in flight and never suppress its completion
 (suppressing successful send completions reordered data under backpressure).
+Closing queues a cancel-by-descriptor and an IORING_OP_CLOSE behind it: the
+number stays taken until the cancel has run, with no system call of its own.
 
 Memory ordering: the rings are read and written with plain loads and stores.
-That is sound on x86-64 (TSO), and with DEFER_TASKRUN (the default where the
-kernel allows it) completions are only ever posted inside this thread's own
-``io_uring_enter`` call, which orders them on any architecture.
+That is sound on x86-64 (TSO). Elsewhere the engine only runs with
+DEFER_TASKRUN, under which completions are posted only inside this thread's
+own ``io_uring_enter``, which orders them; without it, ``auto`` uses epoll.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import socket
 import struct
 from typing import Iterator, Sequence
 
+from .. import _sockets
 from . import _uring_abi as abi
-from .base import READ_CHUNK, Buffer, DataCallback, Engine, ResultCallback
+from .base import READ_CHUNK, Buffer, DataCallback, Engine, Handle, ResultCallback
 
 _U32 = 0xFFFFFFFF
 _GETEVENTS = abi.IORING_ENTER_GETEVENTS
@@ -48,30 +55,40 @@ _iter_cqes = abi.CQE.iter_unpack
 _F_MORE = abi.IORING_CQE_F_MORE
 _F_BUFFER = abi.IORING_CQE_F_BUFFER
 _BUFFER_ID_SHIFT = abi.IORING_CQE_BUFFER_SHIFT
+_OP_SEND = abi.IORING_OP_SEND
 # The kernel moves at most this much per call (MAX_RW_COUNT); longer sends
 # are partial sends, and the length must fit the SQE's 32-bit field.
 _MAX_SEND = 0x7FFFF000
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 
-# Kinds of completion record; a record is a tuple (kind, owner, ...).
-_RECV = 0       # (_RECV, conn)
-_RESULT = 1     # (_RESULT, conn, callback, pinned memory): send, sendmsg, connect
-_ACCEPT = 2     # (_ACCEPT, listener)
-_SENDFILE = 3   # (_SENDFILE, conn, callback, (file_fd, offset, count)): POLLOUT wait
+# Kinds of completion, the low four bits of user_data.
+_RECV = 0        # the armed (multishot) recv
+_WRITE = 1       # send, sendmsg, connect: on_written(res)
+_ACCEPT = 2      # the armed (multishot) accept
+_SENDFILE = 3    # POLLOUT wait of a sendfile that would block
+_READABLE = 4    # wait_readable
+_WRITABLE = 5    # wait_writable
+_RECV_INTO = 6   # recv_into
+_KIND_MASK = 0xF
+_SEQ_MASK = 0xF
 
 # Setup flag sets, best first. DEFER_TASKRUN runs completion work only when
 # this thread asks for events; COOP_TASKRUN avoids interrupting it for that
 # work. Both need SINGLE_ISSUER, hence R_DISABLED: the ring gets its single
 # issuer when first entered, so it may be built on one thread and driven by
 # another. SUBMIT_ALL keeps one bad entry from holding back the rest.
-_SETUP_CHOICES = (
-    abi.IORING_SETUP_SINGLE_ISSUER | abi.IORING_SETUP_DEFER_TASKRUN
-    | abi.IORING_SETUP_SUBMIT_ALL | abi.IORING_SETUP_R_DISABLED,
+_DEFERRED = (abi.IORING_SETUP_SINGLE_ISSUER | abi.IORING_SETUP_DEFER_TASKRUN
+             | abi.IORING_SETUP_SUBMIT_ALL | abi.IORING_SETUP_R_DISABLED)
+_SETUP_CHOICES: tuple[int, ...] = (
+    _DEFERRED,
     abi.IORING_SETUP_SINGLE_ISSUER | abi.IORING_SETUP_COOP_TASKRUN
     | abi.IORING_SETUP_SUBMIT_ALL | abi.IORING_SETUP_R_DISABLED,
     0,
 )
+if platform.machine().lower() not in ("x86_64", "amd64"):
+    # Weakly ordered machines: see "Memory ordering" above.
+    _SETUP_CHOICES = (_DEFERRED,)
 
 # Accept errors that will recur on every retry: report them and stop.
 _FATAL_ACCEPT_ERRORS = frozenset({
@@ -126,15 +143,22 @@ def _pin(buffer: Buffer) -> tuple[object, int, int]:
     return pinned, _addressof(pinned), length
 
 
-class _Conn:
-    """What the engine knows of one connected descriptor."""
+class _Handle(Handle):
+    """What the engine knows of one descriptor: connected, listening or
+    neither yet. Callback slots are None when nothing of that kind waits."""
 
-    __slots__ = ("fd", "open", "on_data", "sink", "paused", "ended", "recv_id",
-                 "write_id", "backlog", "buffer", "buffer_view", "buffer_address")
+    __slots__ = (
+        "id", "closed", "on_data", "sink", "paused", "ended", "recv_armed", "recv_seq", "backlog",
+        "on_written", "write_pin", "sendfile_args", "on_accept", "accepting", "accepted",
+        "on_readable", "on_writable", "wait_seq", "on_recv_into", "recv_into_pin",
+        "buffer", "buffer_view", "buffer_address",
+    )
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, handle_id: int, fd: int) -> None:
+        self.id = handle_id
         self.fd = fd
-        self.open = True
+        #: The descriptor was closed (or handed back) through the engine.
+        self.closed = False
         self.on_data: DataCallback | None = None
         #: ``on_data`` while chunks may go straight to it (reading, not
         #: paused, nothing held back), else None: the one test per chunk.
@@ -142,30 +166,33 @@ class _Conn:
         self.paused = False
         #: EOF or an error was received: reading is over for good.
         self.ended = False
-        self.recv_id = 0     # record of the armed recv, 0 if none
-        self.write_id = 0    # record of the send/sendfile/connect in flight, 0 if none
+        self.recv_armed = False
+        self.recv_seq = 0
         #: Received but undelivered chunks (then b"" or -errno at the end).
-        self.backlog: list[bytes | int] = []
+        self.backlog: list[bytes | int] | None = None
+        self.on_written: ResultCallback | None = None
+        self.write_pin: object = None       # what the kernel reads from
+        self.sendfile_args: tuple[int, int, int] | None = None
+        self.on_accept: ResultCallback | None = None
+        self.accepting = False              # an accept is armed
+        #: Whether an accept ever succeeded: an EINVAL before that may mean
+        #: the kernel does not know multishot accept.
+        self.accepted = False
+        self.on_readable: ResultCallback | None = None
+        self.on_writable: ResultCallback | None = None
+        self.wait_seq = 0
+        self.on_recv_into: ResultCallback | None = None
+        self.recv_into_pin: object = None
         # Own receive buffer, used only where provided-buffer rings are not.
         self.buffer: bytearray | None = None
         self.buffer_view: memoryview | None = None
         self.buffer_address = 0
 
-
-class _Listener:
-    __slots__ = ("fd", "on_accept", "op_id", "active", "accepted")
-
-    def __init__(self, fd: int, on_accept: ResultCallback) -> None:
-        self.fd = fd
-        self.on_accept = on_accept
-        self.op_id = 0
-        self.active = True
-        #: Whether an accept ever succeeded: an EINVAL before that may mean
-        #: the kernel does not know multishot accept.
-        self.accepted = False
+    def __repr__(self) -> str:
+        return f"<uring handle {self.id} fd={self.fd}>"
 
 
-class UringEngine(Engine):
+class UringEngine(Engine[_Handle]):
     """io_uring completion engine; see the module docstring.
 
     The keyword arguments ``multishot``, ``buffer_ring`` and ``cancel_by_fd``
@@ -211,7 +238,7 @@ class UringEngine(Engine):
 
         # Flat copies of what the loop reads, to spare it attribute chains.
         self._ring_fd = ring.fd
-        self._words = ring.words
+        self._words: memoryview | None = ring.words
         self._ring_map = ring.ring
         self._sqes = ring.sqes
         self._sqe_addresses = ring.sqe_addresses
@@ -237,13 +264,12 @@ class UringEngine(Engine):
         self._getevents_pointer = ctypes.c_void_p(ctypes.addressof(self._getevents))
         self._getevents_size = ctypes.c_size_t(ctypes.sizeof(abi.GetEventsArg))
 
-        self._ops: dict[int, tuple] = {}
-        self._next_id = 1   # user_data 0 marks completions nobody waits for
-        self._conns: dict[int, _Conn] = {}
-        self._listeners: dict[int, _Listener] = {}
-        #: (conn, callback, value) to run at the start of the next poll;
-        #: callback None means "deliver conn's backlog".
-        self._soon: list[tuple[_Conn, ResultCallback | None, int]] = []
+        #: Live handles by id; user_data 0 (cancels, closes) names none.
+        self._handles: dict[int, _Handle] = {}
+        self._next_id = 1
+        #: (handle, callback, value) to run at the start of the next poll;
+        #: callback None means "deliver the handle's backlog".
+        self._soon: list[tuple[_Handle, ResultCallback | None, int]] = []
         #: Completions copied out of the ring but not yet dispatched because a
         #: callback raised; the next poll resumes them first.
         self._leftover: Iterator[tuple[int, int, int]] | None = None
@@ -256,7 +282,7 @@ class UringEngine(Engine):
             try:
                 ring = abi.Ring(sq_entries, cq_entries, flags)
             except OSError as exc:
-                if exc.errno != errno.EINVAL or not flags:
+                if exc.errno != errno.EINVAL or flags == _SETUP_CHOICES[-1]:
                     raise
             else:
                 ring.setup_flags = flags
@@ -289,10 +315,12 @@ class UringEngine(Engine):
             # The thread entering first becomes the ring's single issuer.
             abi.io_uring_register(self._ring_fd, abi.IORING_REGISTER_ENABLE_RINGS, None, 0)
             self._disabled = False
+        words = self._words
+        assert words is not None
         tail = self._sq_tail
         to_submit = tail - self._sq_submitted
         if to_submit:
-            self._words[self._sq_tail_word] = tail & _U32
+            words[self._sq_tail_word] = tail & _U32
         if arg is None:
             result = _syscall(_NR_ENTER, self._ring_fd, to_submit, min_complete, flags, None)
         else:
@@ -301,7 +329,6 @@ class UringEngine(Engine):
         if to_submit and result != to_submit:
             # Without SUBMIT_ALL the kernel stops at a bad entry; the rest
             # goes with the next enter.
-            words = self._words
             tail -= (tail - words[self._sq_head_word]) & _U32
         self._sq_submitted = tail
         self._sq_limit = tail + self._sq_entries
@@ -313,174 +340,275 @@ class UringEngine(Engine):
     def _cancel(self, user_data: int) -> None:
         self._push(abi.IORING_OP_ASYNC_CANCEL, -1, user_data, 0, 0, 0)
 
-    def _new_id(self) -> int:
-        op_id = self._next_id
-        self._next_id = op_id + 1
-        return op_id
+    # -- handles ----------------------------------------------------------
 
-    def _conn(self, fd: int) -> _Conn:
-        conn = self._conns.get(fd)
-        if conn is None:
-            conn = self._conns[fd] = _Conn(fd)
-        return conn
+    def open(self, fd: int) -> _Handle:
+        handle_id = self._next_id
+        self._next_id = handle_id + 1
+        handle = self._handles[handle_id] = _Handle(handle_id, fd)
+        return handle
+
+    def _forget(self, handle: _Handle) -> bool:
+        """Drop ``handle``; returns whether the kernel may still hold an
+        operation on it."""
+        if self._handles.pop(handle.id, None) is None:
+            return False
+        handle.sink = None
+        handle.on_data = None
+        handle.backlog = None
+        handle.on_accept = None
+        in_flight = (handle.recv_armed or handle.accepting or handle.on_written is not None
+                     or handle.sendfile_args is not None or handle.on_readable is not None
+                     or handle.on_writable is not None or handle.on_recv_into is not None)
+        handle.on_written = handle.on_readable = handle.on_writable = None
+        handle.on_recv_into = None
+        handle.sendfile_args = None
+        handle.recv_armed = handle.accepting = False
+        return in_flight
+
+    def _cancel_all(self, handle: _Handle) -> None:
+        if self.cancels_by_fd:
+            self._push(abi.IORING_OP_ASYNC_CANCEL, handle.fd, 0, 0,
+                       abi.IORING_ASYNC_CANCEL_FD | abi.IORING_ASYNC_CANCEL_ALL, 0)
+            return
+        base = handle.id << 8
+        for kind in (_RECV, _WRITE, _ACCEPT, _SENDFILE, _READABLE, _WRITABLE, _RECV_INTO):
+            seq = handle.recv_seq if kind == _RECV else (
+                handle.wait_seq if kind in (_READABLE, _WRITABLE) else 0)
+            self._cancel(base | seq << 4 | kind)
+
+    def release(self, handle: _Handle) -> None:
+        if handle.closed:
+            return
+        handle.closed = True
+        if self._forget(handle):
+            self._cancel_all(handle)
+        if self._sq_tail != self._sq_submitted:
+            # The owner may close the descriptor as soon as this returns:
+            # what was queued for it (a cancel, a shutdown) must reach the
+            # kernel before the number can be reused.
+            self._enter(0, _GETEVENTS, None)
+
+    def close(self, handle: _Handle) -> None:
+        if handle.closed:
+            return
+        handle.closed = True
+        in_flight = self._forget(handle)
+        if self._ring is None:
+            os.close(handle.fd)
+            return
+        if in_flight:
+            self._cancel_all(handle)
+        if self.cancels_by_fd:
+            # Queued behind whatever else this turn queued for the
+            # descriptor (a cancel, a shutdown): the number stays taken until
+            # nothing of ours can reach a new socket given the same number.
+            self._push(abi.IORING_OP_CLOSE, handle.fd, 0, 0, 0, 0)
+            return
+        # Older kernels: the cancels must reach the kernel, and running
+        # completion work lets the cancelled requests drop their hold on the
+        # socket, before the number is freed.
+        self._enter(0, _GETEVENTS, None)
+        os.close(handle.fd)
 
     # -- accept -----------------------------------------------------------
 
-    def accept(self, listen_fd: int, on_accept: ResultCallback) -> None:
-        self.stop_accepting(listen_fd)   # accepting again replaces the callback
-        listener = self._listeners[listen_fd] = _Listener(listen_fd, on_accept)
-        self._arm_accept(listener)
+    def accept(self, handle: _Handle, on_accept: ResultCallback) -> None:
+        handle.on_accept = on_accept
+        if not handle.accepting:
+            self._arm_accept(handle)
 
-    def _arm_accept(self, listener: _Listener) -> None:
-        op_id = listener.op_id = self._new_id()
-        self._ops[op_id] = (_ACCEPT, listener)
-        self._push(abi.IORING_OP_ACCEPT, listener.fd, 0, 0, _ACCEPT_FLAGS, op_id,
-                   ioprio=self._accept_ioprio)
+    def _arm_accept(self, handle: _Handle) -> None:
+        handle.accepting = True
+        self._push(abi.IORING_OP_ACCEPT, handle.fd, 0, 0, _ACCEPT_FLAGS,
+                   handle.id << 8 | _ACCEPT, ioprio=self._accept_ioprio)
 
-    def stop_accepting(self, listen_fd: int) -> None:
-        listener = self._listeners.pop(listen_fd, None)
-        if listener is not None:
-            listener.active = False
-            if listener.op_id:
-                self._cancel(listener.op_id)
+    def stop_accepting(self, handle: _Handle) -> None:
+        handle.on_accept = None
+        if handle.accepting:
+            handle.accepting = False
+            self._cancel(handle.id << 8 | _ACCEPT)
 
-    def _accepted(self, listener: _Listener, res: int, flags: int) -> None:
+    def _accepted(self, handle: _Handle, res: int, flags: int) -> None:
         final = not flags & _F_MORE
-        if final:
-            listener.op_id = 0
-        if not listener.active:
+        on_accept = handle.on_accept
+        if on_accept is None:
+            # Accepted after stop_accepting: nobody will take it.
             if res >= 0:
-                os.close(res)   # accepted after stop: nobody will take it
+                os.close(res)
             return
+        if final:
+            handle.accepting = False
         if res >= 0:
-            listener.accepted = True
+            handle.accepted = True
             if final:
-                self._arm_accept(listener)
-            listener.on_accept(res)
+                self._arm_accept(handle)
+            on_accept(res)
             return
-        if res == -errno.EINVAL and self._accept_ioprio and not listener.accepted:
+        if res == -errno.EINVAL and self._accept_ioprio and not handle.accepted:
             self._accept_ioprio = 0   # kernel without multishot accept
-            self._arm_accept(listener)
+            self._arm_accept(handle)
             return
         if -res in _FATAL_ACCEPT_ERRORS:
-            listener.active = False
-            if self._listeners.get(listener.fd) is listener:
-                del self._listeners[listener.fd]
+            handle.on_accept = None
+            if handle.accepting:
+                handle.accepting = False
+                self._cancel(handle.id << 8 | _ACCEPT)
         elif final:
-            self._arm_accept(listener)
-        listener.on_accept(res)
+            self._arm_accept(handle)
+        on_accept(res)
 
     # -- reading ----------------------------------------------------------
 
-    def start_reading(self, fd: int, on_data: DataCallback) -> None:
-        conn = self._conn(fd)
-        conn.on_data = on_data
-        conn.paused = False
-        if conn.backlog:
-            self._soon.append((conn, None, 0))
-        elif not conn.ended:
-            conn.sink = on_data
-        if not conn.recv_id and not conn.ended:
-            self._arm_recv(conn)
+    def start_reading(self, handle: _Handle, on_data: DataCallback) -> None:
+        handle.on_data = on_data
+        handle.paused = False
+        if handle.backlog:
+            self._soon.append((handle, None, 0))
+        elif not handle.ended:
+            handle.sink = on_data
+        if not handle.recv_armed and not handle.ended:
+            self._arm_recv(handle)
 
-    def stop_reading(self, fd: int) -> None:
-        conn = self._conns.get(fd)
-        if conn is None:
-            return
-        conn.paused = True
-        conn.sink = None
-        if conn.recv_id:
-            # Chunks completing before the cancel lands go to the backlog.
-            self._cancel(conn.recv_id)
+    def stop_reading(self, handle: _Handle) -> None:
+        handle.paused = True
+        handle.sink = None
+        if handle.recv_armed:
+            # Chunks completing before the cancel lands go to the backlog;
+            # the cancelled recv's last completion carries the old sequence.
+            handle.recv_armed = False
+            self._cancel(handle.id << 8 | handle.recv_seq << 4 | _RECV)
 
-    def _arm_recv(self, conn: _Conn) -> None:
-        op_id = conn.recv_id = self._new_id()
-        self._ops[op_id] = (_RECV, conn)
+    def _arm_recv(self, handle: _Handle) -> None:
+        seq = handle.recv_seq = (handle.recv_seq + 1) & _SEQ_MASK
+        handle.recv_armed = True
+        user_data = handle.id << 8 | seq << 4 | _RECV
         if self._buffers is not None:
-            self._push(abi.IORING_OP_RECV, conn.fd, 0, 0, 0, op_id, ioprio=self._recv_ioprio,
-                       sqe_flags=abi.IOSQE_BUFFER_SELECT, buf_group=self._buffers.group)
+            self._push(abi.IORING_OP_RECV, handle.fd, 0, 0, 0, user_data,
+                       ioprio=self._recv_ioprio, sqe_flags=abi.IOSQE_BUFFER_SELECT,
+                       buf_group=self._buffers.group)
             return
-        if conn.buffer is None:
-            conn.buffer = bytearray(READ_CHUNK)
-            conn.buffer_view = memoryview(conn.buffer)
-            conn.buffer_address = abi.address_of(conn.buffer)
-        self._push(abi.IORING_OP_RECV, conn.fd, conn.buffer_address, READ_CHUNK, 0, op_id)
+        if handle.buffer is None:
+            handle.buffer = bytearray(READ_CHUNK)
+            handle.buffer_view = memoryview(handle.buffer)
+            handle.buffer_address = abi.address_of(handle.buffer)
+        self._push(abi.IORING_OP_RECV, handle.fd, handle.buffer_address, READ_CHUNK, 0,
+                   user_data)
 
-    def _rearm_recv_if_reading(self, conn: _Conn) -> None:
-        if conn.open and not conn.paused and not conn.ended:
-            self._arm_recv(conn)
-
-    def _recv_ended(self, conn: _Conn, res: int) -> None:
-        """A recv completed without data: EOF, error, cancel or no buffer."""
-        conn.recv_id = 0
-        if not conn.open:
-            return
+    def _recv_ended(self, handle: _Handle, res: int, current: bool) -> None:
+        """A recv completed without data: EOF, an error, a cancel, or no
+        buffer left. ``current``: it is the recv armed now."""
         if res == -errno.ECANCELED or res == -errno.ENOBUFS:
-            # Our stop_reading, or the buffer ring ran dry (it is refilled
-            # before the next enter): resume if reading is wanted.
-            self._rearm_recv_if_reading(conn)
+            if current:
+                # The buffer ring ran dry (it is refilled before the next
+                # enter), or the kernel ended the multishot: resume.
+                handle.recv_armed = False
+                if not handle.paused and handle.on_data is not None:
+                    self._arm_recv(handle)
             return
-        if res == -errno.EINVAL and self._recv_ioprio:
+        if res == -errno.EINVAL and self._recv_ioprio and current:
             self._recv_ioprio = 0   # kernel without multishot recv
-            self._rearm_recv_if_reading(conn)
+            handle.recv_armed = False
+            if not handle.paused and handle.on_data is not None:
+                self._arm_recv(handle)
             return
-        conn.ended = True
+        if current:
+            handle.recv_armed = False
+        if handle.ended:
+            return   # the end was reported already (by a cancelled recv)
+        handle.ended = True
         event = res if res else b""
-        sink = conn.sink
+        sink = handle.sink
         if sink is None:
-            conn.backlog.append(event)
+            if handle.backlog is None:
+                handle.backlog = []
+            handle.backlog.append(event)
             return
-        conn.sink = None
+        handle.sink = None
         sink(event)
 
-    def _deliver_backlog(self, conn: _Conn) -> None:
-        backlog = conn.backlog
-        while backlog and conn.open and not conn.paused:
-            conn.on_data(backlog.pop(0))
-        if not backlog and conn.open and not conn.paused and not conn.ended:
-            conn.sink = conn.on_data
+    def _deliver_backlog(self, handle: _Handle) -> None:
+        backlog = handle.backlog
+        while backlog and handle.on_data is not None and not handle.paused:
+            handle.on_data(backlog.pop(0))
+        if not backlog and not handle.paused and not handle.ended:
+            handle.sink = handle.on_data
+            handle.backlog = None
+
+    def recv_into(self, handle: _Handle, buffer: Buffer, on_done: ResultCallback) -> None:
+        view = memoryview(buffer).cast("B")
+        pinned = _c_char_from_buffer(view)
+        handle.on_recv_into = on_done
+        handle.recv_into_pin = pinned
+        self._push(abi.IORING_OP_RECV, handle.fd, _addressof(pinned), min(len(view), _MAX_SEND),
+                   0, handle.id << 8 | _RECV_INTO)
+
+    def shutdown_write(self, handle: _Handle) -> None:
+        # A system call, not IORING_OP_SHUTDOWN: that one always runs in the
+        # kernel's worker threads, which look the descriptor up only then --
+        # after a close queued behind it, possibly on a new socket given the
+        # same number. Every send has completed when this is called.
+        _sockets.shutdown_write(handle.fd)
+
+    # -- readiness --------------------------------------------------------
+
+    def wait_readable(self, handle: _Handle, callback: ResultCallback) -> None:
+        handle.on_readable = callback
+        self._push(abi.IORING_OP_POLL_ADD, handle.fd, 0, 0, abi.POLLIN,
+                   handle.id << 8 | handle.wait_seq << 4 | _READABLE)
+
+    def wait_writable(self, handle: _Handle, callback: ResultCallback) -> None:
+        handle.on_writable = callback
+        self._push(abi.IORING_OP_POLL_ADD, handle.fd, 0, 0, abi.POLLOUT,
+                   handle.id << 8 | handle.wait_seq << 4 | _WRITABLE)
+
+    def cancel_waits(self, handle: _Handle) -> None:
+        base = handle.id << 8 | handle.wait_seq << 4
+        if handle.on_readable is not None:
+            handle.on_readable = None
+            self._cancel(base | _READABLE)
+        if handle.on_writable is not None:
+            handle.on_writable = None
+            self._cancel(base | _WRITABLE)
+        handle.wait_seq = (handle.wait_seq + 1) & _SEQ_MASK
 
     # -- writing ----------------------------------------------------------
 
-    def send(self, fd: int, data: Buffer, on_sent: ResultCallback) -> None:
-        conn = self._conns.get(fd) or self._conn(fd)
-        op_id = self._next_id
-        self._next_id = op_id + 1
-        conn.write_id = op_id
+    def send(self, handle: _Handle, data: Buffer, on_sent: ResultCallback) -> None:
+        handle.on_written = on_sent
         tail = self._sq_tail
         if tail == self._sq_limit:
             tail = self._make_room()
         slot = tail & self._sq_mask
         if type(data) is bytes and len(data) <= _SMALL_SEND:
             # The SQE's addr is set from the bytes themselves (SqeAddress);
-            # the record keeps them alive until the completion. The overlay
+            # the handle keeps them alive until the completion. The overlay
             # also holds them until its slot carries another such send:
             # hence only small ones, bounding what is held to entries x 4 KiB.
-            _pack_sqe(self._sqes, slot << 6, abi.IORING_OP_SEND, 0, 0, fd, 0, 0,
-                      len(data), _MSG_NOSIGNAL, op_id, 0)
+            _pack_sqe(self._sqes, slot << 6, _OP_SEND, 0, 0, handle.fd, 0, 0,
+                      len(data), _MSG_NOSIGNAL, handle.id << 8 | _WRITE, 0)
             self._sqe_addresses[slot].addr = data
-            self._ops[op_id] = (_RESULT, conn, on_sent, data)
+            handle.write_pin = data
         else:
             pinned, address, length = _pin(data)
-            _pack_sqe(self._sqes, slot << 6, abi.IORING_OP_SEND, 0, 0, fd, 0, address,
-                      min(length, _MAX_SEND), _MSG_NOSIGNAL, op_id, 0)
-            self._ops[op_id] = (_RESULT, conn, on_sent, pinned)
+            _pack_sqe(self._sqes, slot << 6, _OP_SEND, 0, 0, handle.fd, 0, address,
+                      min(length, _MAX_SEND), _MSG_NOSIGNAL, handle.id << 8 | _WRITE, 0)
+            handle.write_pin = pinned
         self._sq_tail = tail + 1
 
-    def sendmsg(self, fd: int, buffers: Sequence[Buffer], on_sent: ResultCallback) -> None:
+    def sendmsg(self, handle: _Handle, buffers: Sequence[Buffer], on_sent: ResultCallback) -> None:
         if sum(map(len, buffers)) <= _JOIN_LIMIT:
             # Copying a few small pieces into one costs less than pinning
             # each of them for an iovec.
-            self.send(fd, b"".join(buffers), on_sent)
+            self.send(handle, b"".join(buffers), on_sent)
             return
-        conn = self._conns.get(fd) or self._conn(fd)
         # Past IOV_MAX the kernel refuses the whole call; sending the first
         # IOV_MAX buffers is a partial send, which the contract allows.
         buffers = buffers[:abi.IOV_MAX]
         block = bytearray(abi.MSGHDR.size + abi.IOVEC.size * len(buffers))
         block_pin = _c_char_from_buffer(block)
         base = _addressof(block_pin)
-        pins = [block_pin]
+        pins: list[object] = [block_pin]
         offset = abi.MSGHDR.size
         for buffer in buffers:
             pinned, address, length = _pin(buffer)
@@ -488,12 +616,12 @@ class UringEngine(Engine):
             pins.append(pinned)
             offset += abi.IOVEC.size
         abi.MSGHDR.pack_into(block, 0, base + abi.MSGHDR.size, len(buffers))
-        op_id = self._new_id()
-        self._ops[op_id] = (_RESULT, conn, on_sent, pins)
-        conn.write_id = op_id
-        self._push(abi.IORING_OP_SENDMSG, fd, base, 1, _MSG_NOSIGNAL, op_id)
+        handle.on_written = on_sent
+        handle.write_pin = pins
+        self._push(abi.IORING_OP_SENDMSG, handle.fd, base, 1, _MSG_NOSIGNAL,
+                   handle.id << 8 | _WRITE)
 
-    def sendfile(self, fd: int, file_fd: int, offset: int, count: int,
+    def sendfile(self, handle: _Handle, file_fd: int, offset: int, count: int,
                  on_sent: ResultCallback) -> None:
         # os.sendfile on the non-blocking socket, waiting for POLLOUT through
         # the ring only when it would block. Chosen over splice (file -> pipe
@@ -501,76 +629,55 @@ class UringEngine(Engine):
         # the pipe that must be drained or discarded exactly; sendfile moves
         # the same pages with nothing to reconcile. Page-cache misses block
         # this thread, as they would inside splice's io-wq worker.
-        conn = self._conns.get(fd) or self._conn(fd)
         try:
-            sent = os.sendfile(fd, file_fd, offset, count)
+            sent = os.sendfile(handle.fd, file_fd, offset, count)
         except BlockingIOError:
-            self._wait_writable(conn, on_sent, (file_fd, offset, count))
+            self._wait_writable_for_file(handle, on_sent, (file_fd, offset, count))
         except OSError as exc:
-            self._soon.append((conn, on_sent, -exc.errno))
+            self._soon.append((handle, on_sent, -(exc.errno or errno.EIO)))
         else:
-            self._soon.append((conn, on_sent, sent))
+            self._soon.append((handle, on_sent, sent))
 
-    def _wait_writable(self, conn: _Conn, on_sent: ResultCallback, what: tuple) -> None:
-        op_id = conn.write_id = self._new_id()
-        self._ops[op_id] = (_SENDFILE, conn, on_sent, what)
-        self._push(abi.IORING_OP_POLL_ADD, conn.fd, 0, 0, abi.POLLOUT, op_id)
+    def _wait_writable_for_file(self, handle: _Handle, on_sent: ResultCallback,
+                                args: tuple[int, int, int]) -> None:
+        handle.on_written = on_sent
+        handle.sendfile_args = args
+        self._push(abi.IORING_OP_POLL_ADD, handle.fd, 0, 0, abi.POLLOUT,
+                   handle.id << 8 | _SENDFILE)
 
-    def _writable(self, conn: _Conn, on_sent: ResultCallback, what: tuple, res: int) -> None:
+    def _file_writable(self, handle: _Handle, res: int) -> None:
+        on_sent = handle.on_written
+        args = handle.sendfile_args
+        handle.on_written = None
+        handle.sendfile_args = None
+        assert on_sent is not None and args is not None
         if res < 0:
             on_sent(res)
             return
-        file_fd, offset, count = what
+        file_fd, offset, count = args
         try:
-            sent = os.sendfile(conn.fd, file_fd, offset, count)
+            sent = os.sendfile(handle.fd, file_fd, offset, count)
         except BlockingIOError:
-            self._wait_writable(conn, on_sent, what)
+            self._wait_writable_for_file(handle, on_sent, args)
             return
         except OSError as exc:
-            sent = -exc.errno
+            sent = -(exc.errno or errno.EIO)
         on_sent(sent)
 
-    def connect(self, fd: int, address: tuple, on_connected: ResultCallback) -> None:
-        conn = self._conn(fd)
-        sockaddr = bytearray(_sockaddr(fd, address))
+    def connect(self, handle: _Handle, address: tuple, on_connected: ResultCallback) -> None:
+        sockaddr = bytearray(_sockaddr(handle.fd, address))
         pinned = _c_char_from_buffer(sockaddr)
-        op_id = conn.write_id = self._new_id()
-        self._ops[op_id] = (_RESULT, conn, on_connected, pinned)
-        self._push(abi.IORING_OP_CONNECT, fd, _addressof(pinned), 0, 0, op_id,
-                   off=len(sockaddr))
-
-    # -- closing ----------------------------------------------------------
-
-    def close(self, fd: int) -> None:
-        in_flight = []
-        conn = self._conns.pop(fd, None)
-        if conn is not None:
-            conn.open = False
-            conn.sink = None
-            conn.backlog.clear()
-            in_flight += (op_id for op_id in (conn.recv_id, conn.write_id) if op_id)
-        listener = self._listeners.pop(fd, None)
-        if listener is not None:
-            listener.active = False
-            if listener.op_id:
-                in_flight.append(listener.op_id)
-        if in_flight:
-            if self.cancels_by_fd:
-                self._push(abi.IORING_OP_ASYNC_CANCEL, fd, 0, 0,
-                           abi.IORING_ASYNC_CANCEL_FD | abi.IORING_ASYNC_CANCEL_ALL, 0)
-            else:
-                for op_id in in_flight:
-                    self._cancel(op_id)
-            # The cancel must reach the kernel before the descriptor number is
-            # freed for reuse; running completion work (GETEVENTS) also lets
-            # the cancelled requests drop their hold on the socket, so it is
-            # really closed when os.close returns.
-            self._enter(0, _GETEVENTS, None)
-        os.close(fd)
+        handle.on_written = on_connected
+        handle.write_pin = pinned
+        self._push(abi.IORING_OP_CONNECT, handle.fd, _addressof(pinned), 0, 0,
+                   handle.id << 8 | _WRITE, off=len(sockaddr))
 
     # -- the loop ---------------------------------------------------------
 
     def poll(self, timeout: float | None) -> None:
+        words = self._words
+        if words is None:
+            raise RuntimeError("the io_uring engine was shut down")
         self._polling = True
         try:
             if self._leftover is not None:
@@ -589,7 +696,6 @@ class UringEngine(Engine):
                     timespec.tv_nsec = int((timeout - seconds) * 1e9)
                     self._timespec_for = timeout
                 self._enter(1, _GETEVENTS | abi.IORING_ENTER_EXT_ARG, self._getevents_pointer)
-            words = self._words
             if (words[self._cq_tail_word] != self._cq_head
                     or words[self._sq_flags_word] & abi.IORING_SQ_CQ_OVERFLOW):
                 self._reap()
@@ -600,12 +706,13 @@ class UringEngine(Engine):
 
     def _run_soon(self) -> None:
         soon, self._soon = self._soon, []
-        for index, (conn, callback, value) in enumerate(soon):
+        handles = self._handles
+        for index, (handle, callback, value) in enumerate(soon):
             try:
-                if not conn.open:
-                    continue
+                if handles.get(handle.id) is not handle:
+                    continue   # released or closed meanwhile
                 if callback is None:
-                    self._deliver_backlog(conn)
+                    self._deliver_backlog(handle)
                 else:
                     callback(value)
             except BaseException:
@@ -617,6 +724,7 @@ class UringEngine(Engine):
 
     def _reap(self) -> None:
         words = self._words
+        assert words is not None
         while True:
             head = self._cq_head
             tail = words[self._cq_tail_word]
@@ -644,15 +752,14 @@ class UringEngine(Engine):
     def _dispatch(self, completions: Iterator[tuple[int, int, int]]) -> None:
         # Left set if a callback raises: the next poll resumes here.
         self._leftover = completions
-        ops_get = self._ops.get
-        ops_pop = self._ops.pop
+        handles_get = self._handles.get
         buffers = self._buffers
         if buffers is not None:
             pool, buffer_size, buffer_base, buffer_mask, buffer_entries = self._buffer_layout
             buffer_tail = buffers.tail
+        data = b""
         try:
             for user_data, res, flags in completions:
-                op = ops_get(user_data) if flags & _F_MORE else ops_pop(user_data, None)
                 if flags & _F_BUFFER:
                     buffer_id = flags >> _BUFFER_ID_SHIFT
                     start = buffer_id * buffer_size
@@ -661,34 +768,59 @@ class UringEngine(Engine):
                     _pack_buffer(buffer_entries, (buffer_tail & buffer_mask) << 4,
                                  buffer_base + start, buffer_size, buffer_id)
                     buffer_tail = (buffer_tail + 1) & 0xFFFF
-                if op is None:
-                    continue   # a cancel's own completion, or a dropped record
-                kind = op[0]
-                conn = op[1]
+                handle = handles_get(user_data >> 8)
+                if handle is None:
+                    continue   # a cancel's or close's own completion, or a closed handle
+                kind = user_data & _KIND_MASK
                 if kind == _RECV:
+                    # A recv cancelled by stop_reading may still have taken
+                    # data (or seen the end) first: that is real, and comes
+                    # before anything a later recv reads.
+                    current = ((user_data >> 4) & _SEQ_MASK == handle.recv_seq
+                               and handle.recv_armed)
                     if res <= 0:
-                        self._recv_ended(conn, res)
+                        self._recv_ended(handle, res, current)
                         continue
                     if not flags & _F_BUFFER:
-                        data = conn.buffer_view[:res].tobytes()
-                    if not flags & _F_MORE:
-                        conn.recv_id = 0
-                        self._rearm_recv_if_reading(conn)
-                    sink = conn.sink
+                        assert handle.buffer_view is not None
+                        data = handle.buffer_view[:res].tobytes()
+                    if current and not flags & _F_MORE:
+                        handle.recv_armed = False
+                        if not handle.paused:
+                            self._arm_recv(handle)
+                    sink = handle.sink
                     if sink is not None:
                         sink(data)
-                    elif conn.open:
-                        conn.backlog.append(data)
-                elif kind == _RESULT:
-                    conn.write_id = 0
-                    if conn.open:
-                        op[2](res)
+                    else:
+                        if handle.backlog is None:
+                            handle.backlog = []
+                        handle.backlog.append(data)
+                elif kind == _WRITE:
+                    on_written = handle.on_written
+                    handle.on_written = None
+                    handle.write_pin = None
+                    if on_written is not None:
+                        on_written(res)
                 elif kind == _ACCEPT:
-                    self._accepted(conn, res, flags)
-                else:
-                    conn.write_id = 0
-                    if conn.open:
-                        self._writable(conn, op[2], op[3], res)
+                    self._accepted(handle, res, flags)
+                elif kind == _SENDFILE:
+                    if handle.sendfile_args is not None:
+                        self._file_writable(handle, res)
+                elif kind == _RECV_INTO:
+                    on_done = handle.on_recv_into
+                    handle.on_recv_into = None
+                    handle.recv_into_pin = None
+                    if on_done is not None:
+                        on_done(res)
+                elif (user_data >> 4) & _SEQ_MASK == handle.wait_seq:
+                    if kind == _READABLE:
+                        on_ready = handle.on_readable
+                        handle.on_readable = None
+                    else:
+                        on_ready = handle.on_writable
+                        handle.on_writable = None
+                    if on_ready is not None and res != -errno.ECANCELED:
+                        on_ready(res)
         finally:
             if buffers is not None and buffer_tail != buffers.tail:
                 # Published once per batch, also when a callback raised.
@@ -703,7 +835,7 @@ class UringEngine(Engine):
             # Called from a callback: finish the turn without more callbacks,
             # then release the rings.
             self._shutdown_requested = True
-            self._ops.clear()
+            self._handles.clear()
             self._soon.clear()
             return
         self._teardown()
@@ -713,11 +845,16 @@ class UringEngine(Engine):
         ring, self._ring = self._ring, None
         if ring is None:
             return
-        self._ops.clear()
         self._soon.clear()
-        self._conns.clear()
-        self._listeners.clear()
+        self._handles.clear()
         self._leftover = None
+        if self._sq_tail != self._sq_submitted:
+            # Queued closes must still happen: their descriptors are closed
+            # only by the kernel running them.
+            try:
+                self._enter(0, _GETEVENTS, None)
+            except OSError:
+                pass  # the ring is going anyway; the cancels die with it
         self._words = None
         # Closing the ring cancels whatever is in flight; only then may the
         # buffers the kernel writes into be unmapped.
@@ -729,24 +866,21 @@ class UringEngine(Engine):
 
 def _sockaddr(fd: int, address: tuple) -> bytes:
     """Encode ``address`` as a ``struct sockaddr`` for the socket ``fd``."""
-    sock = socket.socket(fileno=fd)
-    try:
-        family = sock.family
-    finally:
-        sock.detach()
-    resolved = socket.getaddrinfo(address[0], address[1], family, socket.SOCK_STREAM)[0][4]
-    if family == socket.AF_INET:
-        return (struct.pack("=H", family) + struct.pack("!H", resolved[1])
-                + socket.inet_pton(socket.AF_INET, resolved[0]) + bytes(8))
-    if family == socket.AF_INET6:
-        # getaddrinfo turns a "%zone" suffix into scope_id; flowinfo and
-        # scope_id given in the address itself win, as for socket.connect.
-        host, port, flowinfo, scope_id = resolved
-        if len(address) > 2:
-            flowinfo = address[2]
-        if len(address) > 3:
-            scope_id = address[3]
-        return (struct.pack("=H", family) + struct.pack("!HI", port, flowinfo)
+    with _sockets.borrowed(fd) as sock:
+        family_number = sock.family
+    if family_number == socket.AF_INET:
+        host, port = address[:2]
+        return (struct.pack("=H", family_number) + struct.pack("!H", port)
+                + socket.inet_pton(socket.AF_INET, host) + bytes(8))
+    if family_number == socket.AF_INET6:
+        host, port = address[:2]
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope_id = address[3] if len(address) > 3 else 0
+        return (struct.pack("=H", family_number) + struct.pack("!HI", port, flowinfo)
                 + socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
                 + struct.pack("=I", scope_id))
-    raise OSError(errno.EAFNOSUPPORT, "connect supports IPv4 and IPv6 sockets")
+    if family_number == socket.AF_UNIX:
+        path = address if isinstance(address, (str, bytes)) else address[0]
+        raw = os.fsencode(path)
+        return struct.pack("=H", family_number) + raw + (b"\0" if raw[:1] != b"\0" else b"")
+    raise OSError(errno.EAFNOSUPPORT, "connect supports IPv4, IPv6 and Unix sockets")

@@ -5,7 +5,7 @@ TechEmpower benchmark application is :class:`parallio.http.tefb.Tefb`."""
 
 from .parser import HttpError, Limits, Request
 from .server import HttpServer, Response, route
-from .static import FileServer
+from .server import FileServer
 from .wsgi import WsgiServer
 
 __all__ = ["HttpServer", "Response", "route", "FileServer", "WsgiServer", "HttpError", "Limits",

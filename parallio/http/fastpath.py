@@ -11,37 +11,35 @@
 ``HEAD`` gets the same headers without the body; other methods get 405.
 Only public methods defined on the class (and its bases other than
 ``object``) are routes: names starting with ``_`` and the protocol callbacks
-are never reachable from a URL. The request is also in
-``transport.http_header`` (``.method``, ``.path``, ``.headers``,
-``.http_version``), as in PyParallel.
+are never reachable from a URL. The request (``.method``, ``.path``,
+``.headers``, ``.http_version``) is the handler's argument: PyParallel's
+``transport.http_header``. One instance of the class serves each
+connection.
+
+:func:`parallio.register` turns such a class into :class:`FastPathApp`, so
+nothing below this package needs to know about HTTP.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, Callable
+import inspect
+import types
+from typing import TYPE_CHECKING, Any, Callable, Union
 
-from .connection import SERVER_HEADER, HttpProtocol
+from .._ref import ObjectRef
+from .connection import HttpProtocol
 from .parser import Request
-from .response import http_date, simple_response
+from .response import SERVER_HEADER, render_result, simple_response
 
 if TYPE_CHECKING:
     from ..transport import Transport
 
-_TEXT = b"text/plain; charset=utf-8"
-_HTML = b"text/html; charset=utf-8"
-_JSON = b"application/json"
 _NOT_ROUTES = frozenset((
     "connection_made", "data_received", "lines_received", "send_complete",
     "exception_handler", "connection_lost", "initial_bytes_to_send",
     "next_bytes_to_send", "handle_request", "refuse", "check_timeouts",
 ))
-_ALLOW = [("Allow", "GET, HEAD")]
-# The common answer (200, HTTP/1.1, kept alive) from one prepared prefix per
-# content type and one format operation: the per-request cost that the
-# benchmark's plaintext and json scenarios measure.
-_OK_PREFIX = {content_type: b"HTTP/1.1 200 OK\r\nServer: parallio\r\nContent-Type: "
-              + content_type + b"\r\n" for content_type in (_TEXT, _HTML, _JSON)}
+_ALLOW = [("Allow", "GET, HEAD"), ("Server", "parallio")]
 
 
 def routes_of(app_class: type) -> dict[str, str]:
@@ -55,65 +53,73 @@ def routes_of(app_class: type) -> dict[str, str]:
     return routes
 
 
+def _handlers_of(app_class: type) -> dict[str, Union[Callable[..., Any], str]]:
+    """URL path -> the plain function to call with the app instance, or the
+    method's name where the attribute is something else (a staticmethod, a
+    classmethod): resolved once per class, not per connection or request."""
+    handlers: dict[str, Union[Callable[..., Any], str]] = {}
+    for path, name in routes_of(app_class).items():
+        attribute = inspect.getattr_static(app_class, name)
+        handlers[path] = attribute if isinstance(attribute, types.FunctionType) else name
+    return handlers
+
+
 def fast_path_protocol(app_class: type) -> type:
     """The per-connection protocol class serving ``app_class``'s methods."""
-    routes = routes_of(app_class)
+    handlers = _handlers_of(app_class)
 
     class FastPath(HttpProtocol):
+        __slots__ = ("app",)
         limits = getattr(app_class, "limits", HttpProtocol.limits)
         header_timeout = getattr(app_class, "header_timeout", HttpProtocol.header_timeout)
         idle_timeout = getattr(app_class, "idle_timeout", HttpProtocol.idle_timeout)
 
         def connection_made(self, transport: "Transport") -> None:
-            super().connection_made(transport)
+            HttpProtocol.connection_made(self, transport)
             self.app = app_class()
-            self.handlers: dict[str, Callable[..., Any] | None] = {}
 
         def handle_request(self, transport: "Transport", request: Request) -> bool:
             method = request.method
-            head = method == "HEAD"
-            if method != "GET" and not head:
+            if method != "GET" and method != "HEAD":
                 transport.send(simple_response(
                     405, b"Method Not Allowed\n", keep_alive=request.keep_alive,
-                    extra_headers=[*_ALLOW, ("Server", "parallio")],
-                    request_version=request.http_version))
+                    extra_headers=_ALLOW, request_version=request.http_version))
                 return request.keep_alive
-            handler = self._handler(request.path)
+            handler = handlers.get(request.path)
             if handler is None:
                 transport.send(simple_response(
                     404, b"Not Found\n", keep_alive=request.keep_alive,
                     extra_headers=SERVER_HEADER, request_version=request.http_version,
-                    head_only=head))
+                    head_only=method == "HEAD"))
                 return request.keep_alive
-            transport.http_header = request
-            result = handler(transport, request)
-            if result is None:
-                return request.keep_alive
-            cls = result.__class__
-            if cls is bytes:
-                body, content_type = result, _TEXT
-            elif cls is str:
-                body, content_type = result.encode(), _HTML
+            if handler.__class__ is str:
+                result = getattr(self.app, handler)(transport, request)  # type: ignore[arg-type]
             else:
-                body, content_type = json.dumps(result).encode(), _JSON
-            if request.keep_alive and not head and request.http_version == (1, 1):
-                transport.send(b"%sDate: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-                    _OK_PREFIX[content_type], http_date(), len(body), body))
-                return True
-            transport.send(simple_response(
-                200, body, content_type, request.keep_alive, SERVER_HEADER,
-                request_version=request.http_version, head_only=head))
+                result = handler(self.app, transport, request)  # type: ignore[operator]
+            if result is not None:
+                transport.send(render_result(result, request))
             return request.keep_alive
-
-        def _handler(self, path: str) -> Callable[..., Any] | None:
-            try:
-                return self.handlers[path]
-            except KeyError:
-                name = routes.get(path)
-                handler = getattr(self.app, name) if name else None
-                if len(self.handlers) < 64:
-                    self.handlers[path] = handler
-                return handler
 
     FastPath.__qualname__ = f"FastPath[{app_class.__qualname__}]"
     return FastPath
+
+
+class FastPathApp:
+    """What :func:`parallio.register` makes of an ``http11 = True`` class:
+    sent to workers by value, it makes the class's fast-path protocol there
+    (the class itself travels by import path)."""
+
+    def __init__(self, app: ObjectRef) -> None:
+        self.app = app
+        self._protocol: type | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"app": self.app, "_protocol": None}
+
+    def __parallio_ref__(self) -> ObjectRef:
+        return ObjectRef(self.app.path, self, by_value=True)
+
+    def __parallio_protocol__(self) -> type:
+        if self._protocol is None:
+            self._protocol = fast_path_protocol(self.app.resolve())
+        return self._protocol

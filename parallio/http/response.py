@@ -18,8 +18,15 @@ keep-alive`` explicitly, and chunked encoding is refused for it.
 
 from __future__ import annotations
 
-from time import gmtime, time
-from typing import Iterable, Union
+import json
+from typing import TYPE_CHECKING, Any, Iterable, Union
+
+from .._httpdate import date_line as _date_line
+from .._httpdate import http_date
+from .parser import TCHAR
+
+if TYPE_CHECKING:
+    from .parser import Request
 
 __all__ = [
     "REASONS",
@@ -37,6 +44,13 @@ __all__ = [
     "chunk",
     "chunk_header",
     "last_chunk",
+    "NO_CONTENT",
+    "SERVER_HEADER",
+    "server_headers",
+    "TEXT",
+    "HTML",
+    "JSON",
+    "render_result",
 ]
 
 REASONS: dict[int, str] = {
@@ -110,10 +124,9 @@ HeaderPairs = Iterable[tuple[Union[str, bytes], Union[str, bytes]]]
 _STATUS_LINES: dict[int, bytes] = {
     code: f"HTTP/1.1 {code} {reason}\r\n".encode("ascii") for code, reason in REASONS.items()
 }
-# RFC 9110 §6.4.1, §8.6: these never carry content or Content-Length.
-_NO_CONTENT = frozenset((*range(100, 200), 204, 304))
+#: RFC 9110 §6.4.1, §8.6: these never carry content or Content-Length.
+NO_CONTENT = frozenset((*range(100, 200), 204, 304))
 
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 
 _CLOSE = b"Connection: close\r\n"
@@ -131,64 +144,13 @@ def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d \r\n" % status
 
 
-# --- Date ----------------------------------------------------------------------
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _format_date(second: int) -> bytes:
-    # By hand: strftime's %a and %b follow the locale; IMF-fixdate must not.
-    t = gmtime(second)
-    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _DAYS[t.tm_wday].encode(),
-        t.tm_mday,
-        _MONTHS[t.tm_mon - 1].encode(),
-        t.tm_year,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-    )
-
-
-def _render_date(second: int) -> tuple[int, int, bytes, bytes]:
-    value = _format_date(second)
-    return second, second + 1, value, b"Date: " + value + b"\r\n"
-
-
-# (second, next second, IMF-fixdate, "Date: ...\r\n" line), replaced as one
-# object so a reader never sees a value from one second and a line from
-# another. A range test rather than int(now) == second: cheaper, and it also
-# notices the clock stepping back.
-_date = _render_date(int(time()))
-
-
-def _current_date() -> tuple[int, int, bytes, bytes]:
-    global _date
-    cached = _date
-    now = time()
-    if not cached[0] <= now < cached[1]:
-        cached = _date = _render_date(int(now))
-    return cached
-
-
-def http_date() -> bytes:
-    """The current time as an IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``),
-    formatted at most once per second."""
-    return _current_date()[2]
-
-
-def _date_line() -> bytes:
-    return _current_date()[3]
-
-
 # --- header validation -----------------------------------------------------------
 
 
 def check_header_name(name: Union[str, bytes]) -> bytes:
     """``name`` as bytes if it is a token; else ValueError."""
     raw = name.encode("latin-1", "replace") if isinstance(name, str) else name
-    if not raw or raw.translate(None, _TCHAR):
+    if not raw or raw.translate(None, TCHAR):
         raise ValueError(f"invalid header name {name!r}")
     return raw
 
@@ -307,7 +269,7 @@ def render_head(
 def _framing(
     status: int, content_length: Union[int, None], chunked: bool, request_version: tuple[int, int]
 ) -> bytes:
-    if status in _NO_CONTENT:
+    if status in NO_CONTENT:
         raise ValueError(f"a {status} response has no content to frame")
     if chunked:
         if content_length is not None:
@@ -350,7 +312,7 @@ def simple_response(
     but leaves the body out. 1xx, 204 and 304 responses get neither
     Content-Type nor Content-Length, and must have an empty body.
     """
-    if status in _NO_CONTENT:
+    if status in NO_CONTENT:
         if body:
             raise ValueError(f"a {status} response cannot have a body")
         return render_head(
@@ -400,3 +362,46 @@ def last_chunk(trailers: Union[PreparedHeaders, HeaderPairs] = ()) -> bytes:
     if not trailers:
         return LAST_CHUNK
     return b"0\r\n" + _header_bytes(trailers) + b"\r\n"
+
+
+# --- handler results -------------------------------------------------------------
+
+#: The Content-Types of handler results: bytes, str and anything else.
+TEXT = b"text/plain; charset=utf-8"
+HTML = b"text/html; charset=utf-8"
+JSON = b"application/json"
+#: The Server header every parallio response carries.
+SERVER_HEADER = prepare_headers([("Server", "parallio")])
+
+
+def server_headers(headers: HeaderPairs) -> PreparedHeaders:
+    """The Server header and ``headers``, validated and rendered."""
+    return PreparedHeaders(SERVER_HEADER + prepare_headers(headers))
+
+# The common answer (200, HTTP/1.1, kept alive) from one prepared prefix per
+# content type and one format operation: the per-request cost of every
+# handler that returns its body.
+_OK_PREFIX = {content_type: b"HTTP/1.1 200 OK\r\nServer: parallio\r\nContent-Type: "
+              + content_type + b"\r\n" for content_type in (TEXT, HTML, JSON)}
+_OK_FORMAT = b"%sDate: %s\r\nContent-Length: %d\r\n\r\n%s"
+
+
+def render_result(result: Any, request: "Request") -> bytes:
+    """The 200 response to ``request`` for what a handler returned: ``bytes``
+    (or another buffer) is ``text/plain``, ``str`` is ``text/html`` (UTF-8),
+    anything else is serialized as JSON. HEAD gets the head alone."""
+    cls = result.__class__
+    if cls is bytes:
+        body, content_type = result, TEXT
+    elif cls is str:
+        body, content_type = result.encode(), HTML
+    elif isinstance(result, (bytes, bytearray, memoryview)):
+        body, content_type = bytes(result), TEXT
+    else:
+        body, content_type = json.dumps(result).encode(), JSON
+    if request.keep_alive and request.http_version == (1, 1) and request.method != "HEAD":
+        return _OK_FORMAT % (_OK_PREFIX[content_type], http_date(), len(body), body)
+    return simple_response(200, body, content_type, request.keep_alive, SERVER_HEADER,
+                           request_version=request.http_version,
+                           head_only=request.method == "HEAD")
+

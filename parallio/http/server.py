@@ -69,52 +69,47 @@ handler and sends its head only. Nothing matching is a 404.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
+import os
 import re
 import sys
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from urllib.parse import parse_qsl
 
-from ..protocol import ObjectRef
-from ..transport import HIGH_WATER
-from .connection import SERVER_HEADER, HttpProtocol
+from .._ref import ObjectRef
+from ..stream import HIGH_WATER
+from .connection import HttpProtocol
 from .parser import HttpError, Limits, Request
 from .response import (
+    HTML,
     LAST_CHUNK,
-    CONTINUE_RESPONSE,
+    NO_CONTENT,
+    SERVER_HEADER,
+    TEXT,
     HeaderPairs,
     PreparedHeaders,
+    check_header_value,
     chunk_header,
-    http_date,
-    prepare_headers,
     render_head,
+    render_result,
+    server_headers,
     simple_response,
 )
+from .static import StaticFiles
 
 if TYPE_CHECKING:
     from ..transport import Transport
 
-__all__ = ["HttpServer", "Response", "route", "StreamingHttpProtocol", "module_level_ref"]
+__all__ = ["HttpServer", "FileServer", "Response", "route", "StreamingHttpProtocol",
+           "module_level_ref"]
 
 log = logging.getLogger("parallio.http")
 
-_TEXT = b"text/plain; charset=utf-8"
-_HTML = b"text/html; charset=utf-8"
-_JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
-# Statuses that never carry a body (RFC 9110 §6.4.1).
-_NO_BODY = frozenset((*range(100, 200), 204, 304))
 # Fields a Response may not set: the server owns framing and connection.
 _RESERVED = frozenset(("content-length", "transfer-encoding", "connection", "date", "server",
                        "content-type", "keep-alive", "upgrade", "te", "trailer"))
 _MAX_QUERY_FIELDS = 256
-# The common answer (200, HTTP/1.1, kept alive): one prepared prefix per
-# content type and one format operation, as in the fast path.
-_OK_PREFIX = {content_type: b"HTTP/1.1 200 OK\r\nServer: parallio\r\nContent-Type: "
-              + content_type + b"\r\n" for content_type in (_TEXT, _HTML, _JSON)}
-
 
 def module_level_ref(obj: Any, module_name: Optional[str], kind: str) -> ObjectRef:
     """The import path of ``obj``, found among the globals of the module it
@@ -165,18 +160,21 @@ class Response:
                 raise ValueError(f"{name!r} is set by the server; pass content_type= for Content-Type")
         if isinstance(body, str):
             body = body.encode()
-            default_type = _HTML
+            default_type = HTML
         elif isinstance(body, (bytes, bytearray, memoryview)):
             body = bytes(body)
-            default_type = _TEXT
+            default_type = TEXT
         else:
             default_type = _OCTETS
-        if status in _NO_BODY and body:
+        if status in NO_CONTENT and body:
             raise ValueError(f"a {status} response has no body")
         self.status = status
         self.body = body
-        self.headers = PreparedHeaders(SERVER_HEADER + prepare_headers(pairs))
-        self.content_type = default_type if content_type is None else content_type
+        self.headers = server_headers(pairs)
+        # Validated now, for every kind of body: a CR or LF in it would split
+        # the response.
+        self.content_type = (default_type if content_type is None
+                             else check_header_value(content_type))
 
 
 # -- streamed bodies ----------------------------------------------------------
@@ -184,10 +182,9 @@ class Response:
 #: While a stream runs, at most this many bytes of further (pipelined)
 #: requests are kept; past it the connection closes after the response.
 HOLD_LIMIT = 1 << 20
-# A stream refills the send queue up to this many bytes, then waits for
-# sends to complete until it is under _RESUME_BELOW.
+# A stream refills the send queue up to this many bytes, then waits until
+# the transport's queue is back under its low water mark.
 _FILL = HIGH_WATER
-_RESUME_BELOW = HIGH_WATER // 4
 # Pieces taken from an iterator per turn before other connections get theirs.
 _PIECES_PER_TURN = 128
 # Pieces smaller than this in total are joined into one buffer: one plain
@@ -246,7 +243,7 @@ class BodyStream:
         request = self.request
         self.started = True
         self.keep_alive = keep_alive and request.keep_alive
-        if status in _NO_BODY:
+        if status in NO_CONTENT:
             self.discard = True
             head = render_head(status, headers, keep_alive=self.keep_alive,
                                request_version=request.http_version)
@@ -349,15 +346,18 @@ class StreamingHttpProtocol(HttpProtocol):
     client that stops reading a response.
     """
 
+    __slots__ = ("stream", "_dispatching", "_held", "_overflow", "sent_seen")
+
     def connection_made(self, transport: "Transport") -> None:
-        super().connection_made(transport)
+        HttpProtocol.connection_made(self, transport)
         self.stream: Optional[BodyStream] = None
         self._dispatching = False
         self._held = 0
         self._overflow = False
+        self.sent_seen = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
-        super().connection_lost(transport, exc)
+        HttpProtocol.connection_lost(self, transport, exc)
         stream = self.stream
         if stream is not None:
             self.stream = None
@@ -375,38 +375,41 @@ class StreamingHttpProtocol(HttpProtocol):
             elif not self._overflow:
                 self.parser.feed(data)
             return
-        super().data_received(transport, data)
+        HttpProtocol.data_received(self, transport, data)
 
-    def _dispatch(self, transport: "Transport", request: Request) -> bool:
+    def handle_request(self, transport: "Transport", request: Request) -> bool:
         self._dispatching = True
         try:
-            return super()._dispatch(transport, request)
+            return self.respond(transport, request)
         finally:
             self._dispatching = False
+
+    def respond(self, transport: "Transport", request: Request) -> bool:
+        """What :meth:`HttpProtocol.handle_request` is for streaming servers."""
+        raise NotImplementedError
 
     def response_in_progress(self) -> bool:
         return self.stream is not None
 
-    def send_complete(self, transport: "Transport", send_id: int) -> None:
-        self.last_activity = time.monotonic()
-        stream = self.stream
-        if stream is not None and not stream.scheduled \
-                and transport.write_buffer_size < _RESUME_BELOW:
-            self._pump()
-
-    def check_timeouts(self, now: float) -> None:
+    def check_timeouts(self, elapsed: float) -> None:
         transport = self.transport
         if transport.closed:
             return
-        if now - self.last_activity > self.idle_timeout and (
-                self.stream is not None or transport.write_buffer_size):
-            # Output is waiting and the client has not taken any of it for
-            # a whole idle timeout: a graceful close would wait forever.
+        if self.stream is None and not transport.write_buffer_size:
+            HttpProtocol.check_timeouts(self, elapsed)
+            return
+        # Output is waiting: progress is the client taking some of it.
+        sent = transport.bytes_sent
+        if sent != self.sent_seen:
+            self.sent_seen = sent
+            self.quiet = 0.0
+            return
+        self.quiet += elapsed
+        if self.quiet > self.idle_timeout:
+            # The client has not taken any output for a whole idle timeout:
+            # a graceful close would wait forever.
             log.info("closing a connection whose client stopped reading")
             transport.abort()
-            return
-        if self.stream is None:
-            super().check_timeouts(now)
 
     # -- streams ----------------------------------------------------------
     def open_stream(self, transport: "Transport", request: Request,
@@ -447,12 +450,17 @@ class StreamingHttpProtocol(HttpProtocol):
                 stream.end()
             else:
                 budget = _PIECES_PER_TURN
-                while stream.queued < _FILL:
+                while True:
                     if transport.closing:
                         return
+                    if stream.queued >= _FILL:
+                        # Produce more once the client has taken most of it.
+                        stream.scheduled = True
+                        transport.when_drained(self._pump)
+                        break
                     if not budget:
                         stream.scheduled = True
-                        transport.worker.call_later(0, self._pump)
+                        transport.loop.call_later(0, self._pump)
                         break
                     budget -= 1
                     piece = next(iterator, _END)
@@ -479,10 +487,10 @@ class StreamingHttpProtocol(HttpProtocol):
         if not stream.keep_alive or self._overflow:
             transport.close()
         elif not self._dispatching and not transport.closing:
-            # Finished from send_complete: serve what was held meanwhile.
+            # Finished from a drain: serve what was held meanwhile.
             self._held = 0
             try:
-                self._serve(transport, time.monotonic())
+                self._serve(transport)
             except HttpError as error:
                 self.refuse(transport, error.status, error.reason)
 
@@ -490,7 +498,7 @@ class StreamingHttpProtocol(HttpProtocol):
         request = stream.request
         log.exception("the response to %s %s failed", request.method, request.target)
         transport = stream.transport
-        transport.worker.callback_errors += 1
+        transport.loop.counters.callback_errors += 1
         self.stream = None
         stream.close()
         if transport.closing:
@@ -728,8 +736,6 @@ class HttpServer:
         HEAD): sendfile, byte ranges, conditional requests, an index file
         per directory and, with ``listing``, generated directory listings.
         See :class:`parallio.http.static.StaticFiles`."""
-        from .static import StaticFiles
-
         files = StaticFiles(root, prefix, listing=listing, index=index)
         self._add(files.prefix, ["GET"], True, files)
 
@@ -789,9 +795,11 @@ class HttpServer:
 class _ServerProtocol(StreamingHttpProtocol):
     """Serves one connection for the HttpServer in ``app``."""
 
+    __slots__ = ()
+
     app: HttpServer
 
-    def handle_request(self, transport: "Transport", request: Request) -> bool:
+    def respond(self, transport: "Transport", request: Request) -> bool:
         app = self.app
         path = request.path
         method = request.method
@@ -810,11 +818,10 @@ class _ServerProtocol(StreamingHttpProtocol):
                     allow = [("Allow", route_.allow)]
                     if method == "OPTIONS":
                         transport.send(render_head(
-                            204, PreparedHeaders(SERVER_HEADER + prepare_headers(allow)),
+                            204, server_headers(allow),
                             keep_alive=request.keep_alive, request_version=request.http_version))
                         return request.keep_alive
                     return self._error(transport, request, 405, "Method Not Allowed", allow)
-        transport.http_header = request
         try:
             if request.query or params or handler.required:
                 result = handler.func(transport, request, **handler.arguments(request.query, params))
@@ -824,29 +831,14 @@ class _ServerProtocol(StreamingHttpProtocol):
             return self._error(transport, request, error.status, error.reason)
         if result is None:
             return request.keep_alive
-        cls = result.__class__
-        if cls is bytes:
-            body, content_type = result, _TEXT
-        elif cls is str:
-            body, content_type = result.encode(), _HTML
-        elif cls is Response:
+        if result.__class__ is Response:
             return self._send_response(transport, request, result)
-        elif isinstance(result, (bytes, bytearray, memoryview)):
-            body, content_type = bytes(result), _TEXT
-        else:
-            body, content_type = json.dumps(result).encode(), _JSON
-        if request.keep_alive and method != "HEAD" and request.http_version == (1, 1):
-            transport.send(b"%sDate: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-                _OK_PREFIX[content_type], http_date(), len(body), body))
-            return True
-        transport.send(simple_response(
-            200, body, content_type, request.keep_alive, SERVER_HEADER,
-            request_version=request.http_version, head_only=method == "HEAD"))
+        transport.send(render_result(result, request))
         return request.keep_alive
 
     def _error(self, transport: "Transport", request: Request, status: int, reason: str,
                headers: HeaderPairs = ()) -> bool:
-        extra = PreparedHeaders(SERVER_HEADER + prepare_headers(headers)) if headers else SERVER_HEADER
+        extra = server_headers(headers) if headers else SERVER_HEADER
         transport.send(simple_response(
             status, f"{status} {reason}\n".encode(), keep_alive=request.keep_alive,
             extra_headers=extra, request_version=request.http_version,
@@ -861,9 +853,8 @@ class _ServerProtocol(StreamingHttpProtocol):
                 response.status, body, response.content_type, request.keep_alive,
                 response.headers, request_version=request.http_version, head_only=head_only))
             return request.keep_alive
-        headers = PreparedHeaders(response.headers + b"Content-Type: " + (
-            response.content_type.encode("latin-1") if isinstance(response.content_type, str)
-            else response.content_type) + b"\r\n")
+        headers = PreparedHeaders(response.headers + b"Content-Type: " + response.content_type
+                                  + b"\r\n")
         status = response.status
 
         def make_head(ended: bool) -> StreamHead:
@@ -878,3 +869,39 @@ class _ServerProtocol(StreamingHttpProtocol):
         else:
             self.run_stream(stream, body)
         return request.keep_alive
+
+
+class FileServer:
+    """A server of one directory tree at ``/``: what ``python -m parallio
+    http-server`` runs. Unlike an :class:`HttpServer
+    <parallio.http.server.HttpServer>` with routes, it is sent to workers
+    by value (root and options), so it needs no module-level name::
+
+        parallio.register(parallio.server("0.0.0.0", 8000), FileServer("/srv/www"))
+    """
+
+    def __init__(self, root: str | os.PathLike, *, listing: bool = False,
+                 index: Sequence[str] = ("index.html", "index.htm"),
+                 header_timeout: Optional[float] = None,
+                 idle_timeout: Optional[float] = None) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(f"{os.fsdecode(root)!r} is not a directory")
+        self.listing = listing
+        self.index = tuple(index)
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in vars(self).items() if name != "_protocol"}
+
+    def __parallio_ref__(self) -> ObjectRef:
+        return ObjectRef(f"{__name__}:{type(self).__qualname__}", self, by_value=True)
+
+    def __parallio_protocol__(self) -> type:
+        protocol = self.__dict__.get("_protocol")
+        if protocol is None:
+            server = HttpServer(header_timeout=self.header_timeout, idle_timeout=self.idle_timeout)
+            server.static("/", self.root, listing=self.listing, index=self.index)
+            protocol = self._protocol = server.protocol_class
+        return protocol

@@ -38,16 +38,13 @@ import time
 from typing import TYPE_CHECKING, Optional, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
-from ..protocol import ObjectRef
-from .connection import SERVER_HEADER
 from .parser import HttpError, Request
-from .response import PreparedHeaders, prepare_headers, render_head, simple_response
-from .server import HttpServer
+from .response import SERVER_HEADER, render_head, server_headers, simple_response
 
 if TYPE_CHECKING:
     from ..transport import Transport
 
-__all__ = ["StaticFiles", "FileServer", "parse_byte_ranges", "content_type", "MAX_RANGES"]
+__all__ = ["StaticFiles", "parse_byte_ranges", "content_type", "MAX_RANGES"]
 
 #: A Range header with more range specs than this is ignored (whole file).
 MAX_RANGES = 16
@@ -243,7 +240,7 @@ class StaticFiles:
             location += "?" + request.query
         transport.send(simple_response(
             301, b"Moved Permanently\n", keep_alive=request.keep_alive,
-            extra_headers=PreparedHeaders(SERVER_HEADER + prepare_headers([("Location", location)])),
+            extra_headers=server_headers([("Location", location)]),
             request_version=request.http_version, head_only=request.method == "HEAD"))
 
     def _send_file(self, transport: "Transport", request: Request, path: bytes,
@@ -258,7 +255,7 @@ class StaticFiles:
         if self._not_modified(headers.get("if-none-match"), headers.get("if-modified-since"),
                               etag, info.st_mtime):
             transport.send(render_head(
-                304, PreparedHeaders(SERVER_HEADER + prepare_headers(validators)),
+                304, server_headers(validators),
                 keep_alive=request.keep_alive, request_version=request.http_version))
             return
         fields = [("Content-Type", content_type(os.fsdecode(name))), *validators,
@@ -272,14 +269,14 @@ class StaticFiles:
                 if not ranges:
                     transport.send(simple_response(
                         416, b"Range Not Satisfiable\n", keep_alive=request.keep_alive,
-                        extra_headers=PreparedHeaders(SERVER_HEADER + prepare_headers(
-                            [("Content-Range", f"bytes */{size}"), *validators])),
+                        extra_headers=server_headers(
+                            [("Content-Range", f"bytes */{size}"), *validators]),
                         request_version=request.http_version))
                     return
                 first, last = ranges[0]
                 status, offset, length = 206, first, last - first + 1
                 fields.append(("Content-Range", f"bytes {first}-{last}/{size}"))
-        head = render_head(status, PreparedHeaders(SERVER_HEADER + prepare_headers(fields)),
+        head = render_head(status, server_headers(fields),
                            content_length=length, keep_alive=request.keep_alive,
                            request_version=request.http_version)
         if request.method == "HEAD" or not length:
@@ -347,39 +344,3 @@ class StaticFiles:
         transport.send(simple_response(
             200, body, b"text/html; charset=utf-8", request.keep_alive, SERVER_HEADER,
             request_version=request.http_version, head_only=request.method == "HEAD"))
-
-
-class FileServer:
-    """A server of one directory tree at ``/``: what ``python -m parallio
-    http-server`` runs. Unlike an :class:`HttpServer
-    <parallio.http.server.HttpServer>` with routes, it is sent to workers
-    by value (root and options), so it needs no module-level name::
-
-        parallio.register(parallio.server("0.0.0.0", 8000), FileServer("/srv/www"))
-    """
-
-    def __init__(self, root: str | os.PathLike, *, listing: bool = False,
-                 index: Sequence[str] = ("index.html", "index.htm"),
-                 header_timeout: Optional[float] = None,
-                 idle_timeout: Optional[float] = None) -> None:
-        self.root = os.path.realpath(root)
-        if not os.path.isdir(self.root):
-            raise NotADirectoryError(f"{os.fsdecode(root)!r} is not a directory")
-        self.listing = listing
-        self.index = tuple(index)
-        self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
-
-    def __getstate__(self) -> dict:
-        return {name: value for name, value in vars(self).items() if name != "_protocol"}
-
-    def __parallio_ref__(self) -> ObjectRef:
-        return ObjectRef(f"{__name__}:{type(self).__qualname__}", self, by_value=True)
-
-    def __parallio_protocol__(self) -> type:
-        protocol = self.__dict__.get("_protocol")
-        if protocol is None:
-            server = HttpServer(header_timeout=self.header_timeout, idle_timeout=self.idle_timeout)
-            server.static("/", self.root, listing=self.listing, index=self.index)
-            protocol = self._protocol = server.protocol_class
-        return protocol

@@ -28,7 +28,7 @@ from html import escape
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..protocol import ObjectRef
+from .._ref import ObjectRef
 from . import tefb_db
 from .server import HttpServer
 

@@ -50,11 +50,11 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
-from .. import _context
-from ..protocol import ObjectRef
-from .connection import SERVER_HEADER, HttpProtocol
+from .._ref import ObjectRef
+from ..worker import current_worker
+from .connection import HttpProtocol
 from .parser import Limits, Request
-from .response import PreparedHeaders, prepare_headers
+from .response import SERVER_HEADER, PreparedHeaders, server_headers, simple_response
 from .server import BodyStream, StreamHead, StreamingHttpProtocol, module_level_ref
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class _Exchange:
                 continue  # the server's own
             else:
                 pairs.append((name, value))
-        headers = PreparedHeaders(SERVER_HEADER + prepare_headers(pairs))
+        headers = server_headers(pairs)
         self.status, self.headers, self.length, self.close = code, headers, length, close
         return self.write
 
@@ -155,14 +155,23 @@ def _check_status(status: Any) -> int:
 class _WsgiProtocol(StreamingHttpProtocol):
     """Serves one connection with the application of ``server``."""
 
+    __slots__ = ("application", "base_environ")
+
     server: "WsgiServer"
 
     def connection_made(self, transport: "Transport") -> None:
-        super().connection_made(transport)
+        StreamingHttpProtocol.connection_made(self, transport)
         self.application = self.server.application
         self.base_environ = self.server.base_environ(transport)
 
-    def handle_request(self, transport: "Transport", request: Request) -> bool:
+    def respond(self, transport: "Transport", request: Request) -> bool:
+        if request.method == "CONNECT":
+            # A tunnel is no request an application can answer: its body
+            # would be the tunnelled stream.
+            transport.send(simple_response(
+                501, b"501 Not Implemented\n", keep_alive=False, extra_headers=SERVER_HEADER,
+                request_version=request.http_version))
+            return False
         environ = self.base_environ.copy()
         _fill_environ(environ, request)
         exchange = _Exchange()
@@ -205,6 +214,10 @@ def _fill_environ(environ: dict[str, Any], request: Request) -> None:
             if key in environ:
                 value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
             environ[key] = value
+    if request.target[:1] != "/" and request.authority:
+        # An absolute-form target names the host, whatever Host says
+        # (RFC 9112 §3.2.2).
+        environ["HTTP_HOST"] = request.authority
 
 
 class WsgiServer:
@@ -255,7 +268,7 @@ class WsgiServer:
     def base_environ(self, transport: "Transport") -> dict[str, Any]:
         """The environ keys that are the same for every request of a connection."""
         local, peer = transport.local, transport.peer
-        worker = _context.current_worker()
+        worker = current_worker()
         host = worker.spec.host if worker is not None else "threads"
         return {
             "SCRIPT_NAME": "",

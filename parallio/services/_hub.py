@@ -31,20 +31,17 @@ import threading
 import time
 import traceback
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from .. import _context, _control
+from .. import _control
+from .._ref import ObjectRef
 from .._spec import MainModule
-from ..protocol import ObjectRef
 from ..runtime import Runtime, _main_module, _runtime_hooks
-from ..worker import MAIN_ALIAS, _worker_start_hooks, load_main_module
-
-if TYPE_CHECKING:
-    from ..worker import Worker
+from ..worker import MAIN_ALIAS, Worker, _worker_start_hooks, current_worker, load_main_module
 
 log = logging.getLogger("parallio")
 
-#: The key of the services' part of ``WorkerSpec.extras`` and ``Worker.state``.
+#: The key of the services' part of ``WorkerSpec.extras``.
 KEY = "services"
 
 
@@ -84,7 +81,7 @@ def ref_of(func: Any, role: str = "function") -> ObjectRef:
     except ValueError as exc:
         raise TypeError(f"the {role} {func!r} {_NAMING_RULE}") from exc
     module, _, qualname = ref.path.partition(":")
-    worker = _context.current_worker()
+    worker = current_worker()
     if module == MAIN_ALIAS or (module != "__main__" and module == _main_name_here(worker)):
         ref = ObjectRef(f"__main__:{qualname}", func)
     try:
@@ -101,7 +98,7 @@ _NAMING_RULE = ("cannot be named by import path, as every host needs: define it 
                 "cannot be sent to another worker)")
 
 
-def _main_name_here(worker: "Worker | None") -> str | None:
+def _main_name_here(worker: Worker | None) -> str | None:
     """The module name the user's main module has in this interpreter, when
     it was loaded by name (``python -m pkg.mod``)."""
     if worker is None:
@@ -115,7 +112,7 @@ def resolve(path: str) -> Any:
     is the user's main module on the main thread and, loaded on first use,
     in workers of every host."""
     module_name, _, qualname = path.partition(":")
-    worker = _context.current_worker()
+    worker = current_worker()
     if module_name == "__main__" or module_name == _main_name_here(worker):
         if worker is not None:
             _ensure_main_loaded(worker)
@@ -130,12 +127,12 @@ def resolve(path: str) -> Any:
     return obj
 
 
-def _ensure_main_loaded(worker: "Worker") -> None:
+def _ensure_main_loaded(worker: Worker) -> None:
     """Workers load the main script only when a protocol needs it; a work
     item or a timer defined there may need it later."""
     if worker.spec.host == "threads" or worker.spec.main_module is not None:
         return
-    state = worker.state.get(KEY)
+    state = worker.existing_extension(WorkerHub)
     if state is None or state.main_loaded:
         return
     state.main_loaded = True
@@ -429,7 +426,7 @@ class WorkerHub:
     """The services' state in one worker. Everything here runs on the
     worker's own thread, in its loop."""
 
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.extras: dict[str, Any] = worker.spec.extras.get(KEY, {})
         self.state: dict[str, Any] = {}
@@ -521,14 +518,14 @@ class WorkerHub:
 
 def worker_hub() -> WorkerHub | None:
     """This worker's hub, or None outside a worker."""
-    worker = _context.current_worker()
+    worker = current_worker()
     if worker is None:
         return None
-    return worker.state.get(KEY)
+    return worker.existing_extension(WorkerHub)
 
 
-def _make_worker_hub(worker: "Worker") -> None:
-    worker.state[KEY] = WorkerHub(worker)
+def _make_worker_hub(worker: Worker) -> None:
+    worker.extension(WorkerHub)
 
 
 _worker_start_hooks.append(_make_worker_hub)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..http.response import http_date
+from .._httpdate import http_date
 from ._hub import MainHub, WorkerHub, current_hub, on_main_setup, on_worker_setup, worker_hub
 from .mainthread import call_from_main_thread_and_wait
 

@@ -50,7 +50,7 @@ import weakref
 from typing import Any, Callable, Iterator
 
 from .. import _context
-from ..worker import MAIN_ALIAS
+from ..worker import MAIN_ALIAS, current_worker
 from ._hub import (MainHub, WorkerHub, current_hub, on_main_setup, on_worker_setup,
                    ref_of, resolve, worker_hub)
 from .mainthread import call_from_main_thread_and_wait
@@ -567,7 +567,7 @@ def shared(name: str) -> Any:
 
 
 def _check_main(name: str) -> None:
-    if _context.current_worker() is not None:
+    if current_worker() is not None:
         raise RuntimeError(f"parallio.{name}() belongs to the main thread")
 
 
@@ -621,7 +621,7 @@ def _module_key(depth: int) -> tuple | None:
 def _in_worker() -> bool:
     """True in a worker, including while it loads the main script (before
     its worker object exists)."""
-    return _context.current_worker() is not None or _context.in_worker_import()
+    return current_worker() is not None or _context.in_worker_import()
 
 
 class _ProtectedBase:
@@ -732,14 +732,14 @@ class Protected(_ProtectedBase):
 
     def _op(self, op: str, *args: Any, **kwds: Any) -> Any:
         result = self._raw(op, args, kwds)
-        return result if _context.current_worker() is None else readonly(result)
+        return result if current_worker() is None else readonly(result)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         kind, *value = self._raw("__getattr__", (name,))
         if kind == "value":
-            return value[0] if _context.current_worker() is None else readonly(value[0])
+            return value[0] if current_worker() is None else readonly(value[0])
         return lambda *args, **kwds: self._op(name, *args, **kwds)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -801,7 +801,7 @@ def _lookup(key: tuple, kind: str) -> _ProtectedBase:
     """Unpickling a protected object: the object itself in the interpreter
     that owns it (the main one, which threads-host workers share), a remote
     stand-in elsewhere."""
-    worker = _context.current_worker()
+    worker = current_worker()
     if not _context.in_worker_import() and (worker is None or worker.spec.host == "threads"):
         with _protected_lock:
             found = _registered(key)
@@ -843,7 +843,7 @@ def _make(target: Any, kind: str, depth: int) -> _ProtectedBase:
                 f"parallio.{'protect' if kind == 'object' else kind}() in a worker: protected "
                 "objects belong to the main thread. Create them there (or at the top level "
                 "of a module), then share() them or pass them to workers")
-        worker = _context.current_worker()
+        worker = current_worker()
         # The threads host shares the main interpreter: its registry is ours.
         if worker is None or worker.spec.host != "threads":
             return RemoteProtected(key, kind)

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import _context
+from ..worker import current_worker
 from ._hub import (MainHub, WorkerHub, current_hub, dumps, exc_from_payload, exc_payload,
                    on_main_setup, on_pending, on_worker_setup, ref_of, resolve,
                    result_payload)
@@ -193,7 +193,7 @@ def timer(duetime: float | datetime.timedelta | datetime.datetime,
 
 
 def _check_main(name: str) -> None:
-    if _context.current_worker() is not None:
+    if current_worker() is not None:
         raise RuntimeError(f"parallio.{name}() belongs to the main thread: create and start "
                            "timers there (from a worker, through call_from_main_thread)")
 
@@ -318,7 +318,6 @@ class _TimersWorker:
 
     def _tick(self, timer_id: int, state: list) -> None:
         ref, args, kwds, generation, due, period = state
-        _context.local.transport = None
         started = time.monotonic()
         try:
             ok, value = result_payload(resolve(ref.path)(*args, **kwds))

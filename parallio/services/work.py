@@ -121,7 +121,6 @@ def submit_work(func: Callable[..., Any], args: Any = (), kwds: dict[str, Any] |
 def _run(func: Callable, args: tuple, kwds: dict, callback: Callable | None,
          errback: Callable | None) -> BaseException | None:
     """Run an item; returns the exception nobody handled, if any."""
-    _context.local.transport = None
     try:
         result = func(*args, **kwds)
     except Exception as exc:
@@ -320,7 +319,6 @@ class _MapChunk:
         self.payload = payload
 
     def __call__(self) -> None:
-        _context.local.transport = None
         try:
             ref, items = pickle.loads(self.payload)
             func = resolve(ref.path)

@@ -8,7 +8,7 @@ import re
 import h11
 import pytest
 
-from parallio.http import response
+from parallio import _httpdate
 from parallio.http.response import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
@@ -51,7 +51,7 @@ def read_with_h11(raw: bytes, method: str = "GET") -> tuple[h11.Response, bytes,
 class FrozenClock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
         self.now = now
-        monkeypatch.setattr(response, "time", lambda: self.now)
+        monkeypatch.setattr(_httpdate, "time", lambda: self.now)
 
 
 # --- status lines ---------------------------------------------------------------------

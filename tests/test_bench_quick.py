@@ -194,3 +194,22 @@ def test_profile_attributes_samples_by_module_path() -> None:
     assert table["engine"] == "1.00" and table["parser"] == "2.00"
     assert table["handler"] == "0.50" and table[OTHER] == "0.50"
     assert table["**total** (user + system CPU, /proc)"] == "**10.00**"
+
+
+def test_runs_before_unique_heads_are_not_compared_with_later_ones() -> None:
+    from parallio.bench.report import comparison
+
+    def run(heads: str | None, capacity: float) -> dict:
+        rows = []
+        for family, figure in (("asyncio", 100.0), ("parallio", capacity)):
+            variant = {"route": "plaintext", "workers": 1}
+            if heads:
+                variant["heads"] = heads
+            rows.append(dict(_row("per_core", family, "ok"), variant=variant,
+                             median={"capacity_rps": figure, "errors": 0, "non_2xx": 0}))
+        return {"rows": rows, "date": "then"}
+
+    assert comparison(run(UNIQUE, 90.0), run(None, 80.0)) == []
+    [line] = [line for line in comparison(run(UNIQUE, 90.0), run(UNIQUE, 80.0))
+              if line.startswith("| per_core")]
+    assert "0.80x | 0.90x | +12% better" in line

@@ -326,7 +326,9 @@ HEADLINE = {
 
 
 def _variant_label(variant: dict[str, Any]) -> str:
-    parts = [request_label(variant)]
+    # Runs before the unique-heads script had no "heads": their figures
+    # (identical heads) must not be compared with unique-heads ones.
+    parts = [request_label(variant), "unique heads" if variant.get("heads") == "unique" else ""]
     if "load" in variant:
         parts.append(f"{variant['load']:.0%} load")
     parts.append(f"x{variant['workers']}")

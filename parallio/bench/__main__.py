@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -27,7 +29,7 @@ from typing import Any, Sequence
 from . import report
 from .harness import SCENARIOS, Bench, Progress, Settings, raise_fd_limit
 from .proc import set_session_priority
-from .servers import Contender, default_parallio, parallio_contenders
+from .servers import ASGI, WSGI, Contender, default_parallio, parallio_contenders
 from .tools import ensure_binary, ensure_module
 from .wrk import wrk_version
 
@@ -38,7 +40,8 @@ DOC_END = "<!-- bench:latest:end -->"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parallio.bench",
-        description="Benchmark parallio against asyncio, uvloop and nginx with wrk.")
+        description="Benchmark parallio against asyncio, uvloop, uvicorn, granian and nginx "
+                    "with wrk.")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: each run lasts a second, one round; checks that the "
                              "harness works and every server answers correctly, not speed")
@@ -47,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; --quick 1)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated subset of %(default)s")
+    parser.add_argument("--all-combinations", action="store_true",
+                        help="every parallio host x engine in every scenario (by default the "
+                             "host auto picks with both engines; per_core adds the other "
+                             "hosts, scaling takes every host on auto's engine)")
     parser.add_argument("--output", type=Path,
                         help="folder for the results (default bench/results; --quick: a "
                              "temporary folder)")
@@ -65,18 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The Python peers the suite pip-installs when missing: name -> the modules
+#: it needs (all must import), and the contenders they make.
+PYTHON_PEERS: dict[str, tuple[tuple[str, ...], list[Contender]]] = {
+    "uvloop": (("uvloop",), [Contender("uvloop", "uvloop")]),
+    "uvicorn": (("uvicorn", "httptools", "uvloop"), [Contender("uvicorn", "uvicorn", ASGI)]),
+    "granian": (("granian",), [Contender("granian asgi", "granian", ASGI),
+                               Contender("granian wsgi", "granian", WSGI)]),
+}
+
+
 def peer_contenders(install: bool, say: Progress) -> tuple[list[Contender], dict[str, str]]:
-    """asyncio, uvloop and nginx, each marked with why it cannot run when it
-    cannot; and the versions found."""
-    versions = {"uvloop": "", "nginx": ""}
+    """asyncio, uvloop, uvicorn, granian and nginx, each marked with why it
+    cannot run when it cannot; and the versions found."""
+    versions = {"python": platform.python_version()}
     contenders = [Contender("asyncio", "asyncio")]
-    if ensure_module("uvloop", install, say):
-        import uvloop
-        versions["uvloop"] = uvloop.__version__
-        contenders.append(Contender("uvloop", "uvloop"))
-    else:
-        reason = "uvloop does not import in this Python (pip install uvloop)"
-        contenders.append(Contender("uvloop", "uvloop", app_skip=reason, static_skip=reason))
+    for modules, made in PYTHON_PEERS.values():
+        missing = [module for module in modules if not ensure_module(module, install, say)]
+        if missing:
+            reason = (f"{', '.join(missing)} not installed in this Python (pip install "
+                      f"{' '.join(modules)}; the suite does so itself unless --no-install "
+                      "or --quick)")
+            contenders += [dataclasses.replace(c, app_skip=reason, static_skip=reason)
+                           for c in made]
+            continue
+        for module in modules:
+            versions[module] = _module_version(module)
+        contenders += made
     nginx = ensure_binary("nginx", "nginx-light", install, say)
     if nginx:
         result = subprocess.run([nginx, "-v"], capture_output=True, text=True)
@@ -86,6 +108,13 @@ def peer_contenders(install: bool, say: Progress) -> tuple[list[Contender], dict
         reason = "nginx is not installed (apt-get install nginx-light)"
         contenders.append(Contender("nginx", "nginx", app_skip=reason, static_skip=reason))
     return contenders, versions
+
+
+def _module_version(module: str) -> str:
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(importlib.import_module(module), "__version__", "?")
 
 
 def machine() -> dict[str, Any]:
@@ -149,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"unknown scenarios: {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
         settings = Settings.for_mode(args.quick, duration=args.duration, rounds=args.rounds,
-                                     scenarios=scenarios, nice=args.nice)
+                                     scenarios=scenarios, nice=args.nice,
+                                     all_combinations=args.all_combinations or None)
         results = run_suite(settings, not args.no_install, say)
         if results is None:
             return 2
@@ -164,12 +194,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     install = not args.no_install and not results["settings"]["quick"]
     write_reports(results, stem, install, args.update_doc, say)
-    bad = [row for row in results["rows"] if row["status"] == "failed"
-           or row["median"].get("errors") or row["median"].get("non_2xx")]
-    for row in bad:
-        say(f"PROBLEM: {row['scenario']} {row['contender']}: "
-            f"{row['reason'] or 'errors under load'}")
-    return 1 if bad else 0
+    problems = run_problems(results)
+    for problem in problems:
+        say(f"PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+def run_problems(results: dict[str, Any]) -> list[str]:
+    """What makes a run fail: a contender that answered wrongly, failed or
+    had errors under load, or a scenario in which no parallio contender
+    ran (a broken parallio must not pass as "skipped")."""
+    problems = [f"{row['scenario']} {row['contender']}: {row['reason'] or 'errors under load'}"
+                for row in results["rows"] if row["status"] == "failed"
+                or row["median"].get("errors") or row["median"].get("non_2xx")]
+    for scenario in results["settings"]["scenarios"]:
+        ran = [row for row in results["rows"] if row["scenario"] == scenario
+               and row["family"] == "parallio" and row["status"] == "ok"]
+        if not ran:
+            problems.append(f"{scenario}: no parallio contender ran")
+    return problems
 
 
 def run_suite(settings: Settings, install: bool, say: Progress) -> dict[str, Any] | None:
@@ -181,7 +224,7 @@ def run_suite(settings: Settings, install: bool, say: Progress) -> dict[str, Any
         return None
     # A smoke run installs only what it cannot do without.
     peers, versions = peer_contenders(install and not settings.quick, say)
-    contenders = parallio_contenders() + peers
+    contenders = parallio_contenders(settings.all_combinations) + peers
     for contender in contenders:
         if contender.app_skip:
             say(f"  {contender.name}: skipped: {contender.app_skip}")
@@ -209,6 +252,7 @@ def run_suite(settings: Settings, install: bool, say: Progress) -> dict[str, Any
         "machine": info,
         "settings": dataclasses.asdict(settings),
         "tools": {"wrk": wrk_version(wrk), **versions},
+        "strictness": bench.strictness,
         "peer_max_rps": bench.peer_max_rps,
         "background_busy": bench.background,
         "elapsed_s": time.monotonic() - started,

@@ -3,6 +3,7 @@ answers before any load."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,28 +21,41 @@ from .peers import nginx as nginx_peer
 from .proc import process_tree, set_session_priority
 
 HOST = "127.0.0.1"
-PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "asyncio_http.py"
-STATIC_NAME = "1mb.bin"
-STATIC_SIZE = 1 << 20
+BENCH_DIR = Path(__file__).resolve().parent
+PEER_SCRIPT = BENCH_DIR / "peers" / "asyncio_http.py"
+#: The files of the static scenario: route -> (file name, size).
+STATIC_FILES = {"static4k": ("4k.bin", 4 << 10), "static1m": ("1mb.bin", 1 << 20)}
 
 #: What a contender is started to serve: the three app routes, or files.
 APP, STATIC = "app", "static"
 
+#: How a contender serves the routes. parallio: its fast path (``http11``
+#: protocol), HttpServer routes, or a WSGI callable; a peer: its own code.
+FASTPATH, ROUTES, WSGI, ASGI, OWN = "fastpath", "routes", "wsgi", "asgi", "own"
+
 
 @dataclass(frozen=True)
 class Contender:
-    """One server under test. ``family`` is parallio, asyncio, uvloop or
-    nginx; parallio contenders also name their host and engine."""
+    """One server under test. ``family`` is parallio, asyncio, uvloop,
+    uvicorn, granian or nginx; ``app`` says how it serves the routes;
+    parallio contenders also name their host and engine."""
 
     name: str
     family: str
+    app: str = OWN
     host: str = ""
     engine: str = ""
+    #: What ``--parallel auto --io auto`` picks on this Python.
+    default: bool = False
     #: The program to run, for peers that are not Python (nginx).
     binary: str = ""
     #: Why this contender cannot serve APP / STATIC here (None: it can).
     app_skip: str | None = None
     static_skip: str | None = None
+
+    @property
+    def combo(self) -> str:
+        return f"{self.host}/{self.engine}" if self.family == "parallio" else ""
 
     @property
     def serves_cpu(self) -> bool:
@@ -56,43 +70,73 @@ class Contender:
             common = ["--host", HOST, "--port", str(port), "--workers", str(workers),
                       "--parallel", self.host, "--io", self.engine, "--drain-timeout", "1"]
             head = [sys.executable, "-m", "parallio", "--log-level", "WARNING"]
-            if purpose == APP:
-                return [*head, "serve", "parallio.bench.apps:BenchApp", *common]
-            return [*head, "http-server", str(static_dir), *common]
+            if purpose == STATIC:
+                return [*head, "http-server", str(static_dir), *common]
+            if self.app == WSGI:
+                return [*head, "wsgi", "parallio.bench.apps:wsgi_app", *common]
+            target = "parallio.bench.routes:app" if self.app == ROUTES \
+                else "parallio.bench.apps:BenchApp"
+            return [*head, "serve", target, *common]
         if self.family in ("asyncio", "uvloop"):
             argv = [sys.executable, str(PEER_SCRIPT), "--host", HOST, "--port", str(port),
                     "--workers", str(workers), "--static", str(static_dir)]
             return argv + ["--uvloop"] if self.family == "uvloop" else argv
+        if self.family == "uvicorn":
+            # apps.py as a top-level module: the peer does not import parallio.
+            return [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR),
+                    "--host", HOST, "--port", str(port), "--workers", str(workers),
+                    "--http", "httptools", "--loop", "uvloop", "--lifespan", "on",
+                    "--no-access-log", "--log-level", "warning", "--backlog", "4096",
+                    "apps:asgi_app"]
+        if self.family == "granian":
+            argv = [sys.executable, "-m", "granian", "--interface", self.app,
+                    "--host", HOST, "--port", str(port), "--workers", str(workers),
+                    "--http", "1", "--no-ws", "--runtime-threads", "1",
+                    "--backlog", "4096", "--log-level", "warning", "--no-access-log",
+                    "--working-dir", str(BENCH_DIR)]
+            if self.app == WSGI:
+                # One thread runs the callable: more would only take turns
+                # holding the GIL on one core.
+                argv += ["--blocking-threads", "1"]
+            return argv + [f"apps:{self.app}_app"]
         prefix = scratch / f"nginx-{port}"
         config = nginx_peer.write_config(prefix, HOST, port, static_dir, workers=workers)
         return nginx_peer.command(self.binary, prefix, config)
 
 
-def parallio_contenders() -> list[Contender]:
-    """parallio on every host x engine, each marked with why it cannot run
-    here when it cannot."""
+def parallio_contenders(all_combinations: bool = False) -> list[Contender]:
+    """parallio's fast path on every host x engine, HttpServer routes and
+    WSGI on the hosts and engines the scenarios measure (see
+    :func:`measured_in`), each marked with why it cannot run here when it
+    cannot."""
     from ..engine import uring_unavailable_reason
     from ..host import HOSTS
 
+    default = default_parallio()
     app_problem = _import_problem("parallio.http.fastpath", "the HTTP fast path")
-    static_problem = _http_server_problem()
     uring_problem = uring_unavailable_reason() or _import_problem(
         "parallio.engine.uring", "the io_uring engine")
     contenders = []
-    for host_name, host_class in HOSTS.items():
-        for engine in ("uring", "epoll"):
-            problem = host_class.unavailable_reason()
-            if problem is None and engine == "uring":
-                problem = uring_problem
-            contenders.append(Contender(
-                f"parallio {host_name}/{engine}", "parallio", host_name, engine,
-                app_skip=problem or app_problem, static_skip=problem or static_problem))
+    for app, label in ((FASTPATH, ""), (ROUTES, "routes "), (WSGI, "wsgi ")):
+        for host_name, host_class in HOSTS.items():
+            for engine in ("uring", "epoll"):
+                combo = f"{host_name}/{engine}"
+                if app != FASTPATH and not all_combinations and default is not None \
+                        and host_name != default.partition("/")[0]:
+                    continue
+                problem = host_class.unavailable_reason()
+                if problem is None and engine == "uring":
+                    problem = uring_problem
+                contenders.append(Contender(
+                    f"parallio {label}{combo}", "parallio", app, host_name, engine,
+                    default=combo == default, app_skip=problem or app_problem,
+                    static_skip=(problem or app_problem) if app == FASTPATH else "no files"))
     return contenders
 
 
 def default_parallio() -> str | None:
-    """The name of the contender ``--parallel auto --io auto`` picks for
-    the bench app on this Python, or None if it cannot choose."""
+    """``HOST/ENGINE``, what ``--parallel auto --io auto`` picks for the
+    bench app on this Python, or None if it cannot choose."""
     from ..engine import choose_engine
     from ..host import choose_host
 
@@ -101,7 +145,7 @@ def default_parallio() -> str | None:
         host, _why = choose_host("auto", ["parallio.bench.apps"], None)
     except Exception:  # noqa: BLE001 - no default, the report names the best
         return None
-    return f"parallio {host.name}/{engine}"
+    return f"{host.name}/{engine}"
 
 
 def _import_problem(module: str, what: str) -> str | None:
@@ -112,21 +156,16 @@ def _import_problem(module: str, what: str) -> str | None:
     return None
 
 
-def _http_server_problem() -> str | None:
-    result = subprocess.run([sys.executable, "-m", "parallio", "http-server", "--help"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return "`python -m parallio http-server` is not available yet"
-    return None
-
-
-def write_static_file(directory: Path) -> Path:
-    """The 1 MiB file every contender serves: deterministic bytes, so a
-    wrong or truncated answer shows in its hash."""
-    path = directory / STATIC_NAME
+def write_static_files(directory: Path) -> dict[str, str]:
+    """The files every contender serves: deterministic bytes, so a wrong or
+    truncated answer shows in its hash. Returns route -> sha256."""
     block = hashlib.sha256(b"parallio bench").digest() * 32  # 1 KiB
-    path.write_bytes(block * (STATIC_SIZE // len(block)))
-    return path
+    digests = {}
+    for route, (name, size) in STATIC_FILES.items():
+        data = block * (size // len(block))
+        (directory / name).write_bytes(data)
+        digests[route] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 class ServerFailed(RuntimeError):
@@ -240,7 +279,7 @@ def _recv(sock: socket.socket) -> bytes:
     return data
 
 
-def expected_problem(route: str, response: Response, static_digest: str) -> str | None:
+def expected_problem(route: str, response: Response, digests: dict[str, str]) -> str | None:
     """What is wrong with ``response`` to GET /route, or None."""
     if response.status != 200:
         return f"status {response.status}"
@@ -257,13 +296,13 @@ def expected_problem(route: str, response: Response, static_digest: str) -> str 
         wanted = apps.JSON_MESSAGE if route == "json" else apps.cpu_result()
         ok = document == wanted and content_type.startswith("application/json")
     else:
-        ok = hashlib.sha256(response.body).hexdigest() == static_digest
+        ok = hashlib.sha256(response.body).hexdigest() == digests[route]
     if not ok:
         return f"wrong answer ({content_type or 'no Content-Type'}): {response.body[:60]!r}"
     return None
 
 
-def check_answers(server: RunningServer, routes: list[str], static_digest: str) -> str | None:
+def check_answers(server: RunningServer, routes: list[str], digests: dict[str, str]) -> str | None:
     """Ask ``server`` each route twice on one connection (so keep-alive is
     checked too); None when every answer is right, else what was wrong."""
     asked = [route for route in routes for _ in range(2)]
@@ -272,12 +311,76 @@ def check_answers(server: RunningServer, routes: list[str], static_digest: str) 
     except (OSError, ValueError, IndexError) as exc:
         return f"no proper HTTP answer: {type(exc).__name__}: {exc}"
     for route, response in zip(asked, responses):
-        problem = expected_problem(route, response, static_digest)
+        problem = expected_problem(route, response, digests)
         if problem:
             return f"GET {route_path(route)}: {problem}"
     return None
 
 
 def route_path(route: str) -> str:
-    return "/" + (STATIC_NAME if route == "static" else route)
+    return "/" + (STATIC_FILES[route][0] if route in STATIC_FILES else route)
+
+
+# -- how strictly each contender parses ---------------------------------------
+
+def _malformed(name: str, lines: list[bytes], end: bytes = b"\r\n\r\n") -> tuple[str, bytes]:
+    return name, b"\r\n".join(lines) + end
+
+
+_HOST_LINE = b"Host: 127.0.0.1"
+#: GET /plaintext heads that RFC 9112 makes invalid, each broken in one
+#: place; parallio's parser answers every one with 400. A server that
+#: serves one (200) does less validation per request than parallio does.
+MALFORMED_HEADS: tuple[tuple[str, bytes], ...] = (
+    ("bare LF line endings", b"GET /plaintext HTTP/1.1\nHost: 127.0.0.1\n\n"),
+    _malformed("space before colon", [b"GET /plaintext HTTP/1.1", b"Host : 127.0.0.1"]),
+    _malformed("obs-fold", [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"X-A: a", b" b"]),
+    _malformed("field without colon", [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"X-A a"]),
+    _malformed("NUL in a value", [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"X-A: a\x00b"]),
+    _malformed("control character in a value",
+               [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"X-A: a\x01b"]),
+    _malformed("separator in a field name",
+               [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"X(A): a"]),
+    _malformed("no Host (HTTP/1.1)", [b"GET /plaintext HTTP/1.1", b"X-A: a"]),
+    _malformed("two Host fields", [b"GET /plaintext HTTP/1.1", _HOST_LINE, _HOST_LINE]),
+    _malformed("double space in the request line",
+               [b"GET  /plaintext HTTP/1.1", _HOST_LINE]),
+    _malformed("invalid version", [b"GET /plaintext HTTP/1.x", _HOST_LINE]),
+    _malformed("byte 0xFF in the target", [b"GET /plaintext?\xff HTTP/1.1", _HOST_LINE]),
+    _malformed("whitespace before the first field",
+               [b"GET /plaintext HTTP/1.1", b" X-A: a", _HOST_LINE]),
+    _malformed("Content-Length with a sign",
+               [b"GET /plaintext HTTP/1.1", _HOST_LINE, b"Content-Length: +0"]),
+)
+
+
+def probe_strictness(port: int, timeout: float = 1.0) -> dict[str, list[str]]:
+    """Send each of :data:`MALFORMED_HEADS` on a connection of its own, all
+    at once: which the server refused (an error status, or closed without
+    answering), served (2xx) or left waiting (no answer in ``timeout``)."""
+    async def one(name: str, data: bytes) -> tuple[str, str]:
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            return name, "refused"
+        try:
+            writer.write(data)
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except asyncio.TimeoutError:
+            return name, "waited"
+        except OSError:
+            return name, "refused"
+        finally:
+            writer.close()
+        parts = line.split()
+        served = len(parts) > 1 and parts[1][:1] in (b"2", b"3")
+        return name, "served" if served else "refused"
+
+    async def every() -> list[tuple[str, str]]:
+        return await asyncio.gather(*(one(name, data) for name, data in MALFORMED_HEADS))
+
+    outcome: dict[str, list[str]] = {"refused": [], "served": [], "waited": []}
+    for name, verdict in asyncio.run(every()):
+        outcome[verdict].append(name)
+    return outcome
 

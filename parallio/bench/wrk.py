@@ -1,13 +1,19 @@
 """Driving wrk and reading back every figure it has.
 
-A Lua ``done`` hook prints the summary as one JSON line (wrk's own text
-output has no p99.9). For fixed-rate runs the script also defines
-``delay()``: wrk calls it before each request after the first on a
-connection, and it hands out send times from one schedule per wrk thread
-(``start + k * interval``), the way wrk2 paces requests. Latency is still
-measured from the actual send, not from the scheduled time (wrk2 corrects
-for that: coordinated omission), so a server that falls behind looks
-better here than under wrk2; ``achieved_rate`` shows when that happened.
+The Lua scripts in ``lua/`` are joined into one (wrk takes one ``-s``),
+after a line that sets their parameters (``BENCH``):
+
+- ``summary.lua``: ``done()`` prints the summary as one JSON line (wrk's
+  own text output has no p99.9), always;
+- ``heads.lua``: a realistic request head (six fields, as TechEmpower's)
+  that differs from the previous one on every request, optionally
+  pipelined; left out for a plain-wrk run (wrk's own one-field head, byte
+  for byte the same on every request);
+- ``pace.lua``: fixed-rate sending for latency runs, wrk2's schedule in
+  wrk's ``delay()`` hook, with the lag of late sends (see that file: wrk
+  measures latency from the actual send, so it does not correct for
+  coordinated omission the way wrk2 does; the lag says how much it left
+  out).
 """
 
 from __future__ import annotations
@@ -16,46 +22,28 @@ import json
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 _MARKER = "BENCH-SUMMARY "
+_LUA = Path(__file__).resolve().parent / "lua"
 
-_DONE_HOOK = r"""
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '%s{"requests":%d,"duration_us":%d,"bytes":%d,' ..
-    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
-    '"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.1f}\n',
-    "MARKER", summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency:percentile(99.9), latency.max, latency.mean))
-end
-""".replace("MARKER", _MARKER)
+#: Request heads: each different from the last (heads.lua), or plain wrk's.
+UNIQUE, IDENTICAL = "unique", "identical"
 
-# %(interval_ms)s is the time between two sends of one wrk thread.
-_PACING = r"""
-local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-int clock_gettime(int clock_id, bench_timespec *tp);
-]]
-local now_spec = ffi.new("bench_timespec")
-local function now_ms()
-  ffi.C.clock_gettime(1, now_spec)  -- CLOCK_MONOTONIC
-  return tonumber(now_spec.tv_sec) * 1000 + tonumber(now_spec.tv_nsec) / 1e6
-end
-local interval = %(interval_ms)r
-local next_send = nil
-function delay()
-  local now = now_ms()
-  if next_send == nil then next_send = now end
-  next_send = next_send + interval
-  local wait = next_send - now
-  if wait <= 0 then return 0 end
-  return math.floor(wait + 0.5)  -- wrk's timers count whole milliseconds
-end
-"""
+
+def lua_script(heads: str = UNIQUE, depth: int = 1, rate: float | None = None,
+               threads: int = 1) -> str:
+    """The Lua program for one wrk run."""
+    interval = "nil" if rate is None else repr(1000.0 * threads / rate)
+    parts = [f'BENCH = {{marker = "{_MARKER}", depth = {depth}, interval_ms = {interval}}}\n',
+             (_LUA / "summary.lua").read_text()]
+    if heads == UNIQUE:
+        parts.append((_LUA / "heads.lua").read_text())
+    elif depth != 1:
+        raise ValueError("pipelining needs the unique-heads script")
+    if rate is not None:
+        parts.append((_LUA / "pace.lua").read_text())
+    return "\n".join(parts)
 
 
 @dataclass
@@ -67,6 +55,8 @@ class WrkResult:
     socket_errors: dict[str, int]
     non_2xx: int
     latency_ms: dict[str, float]
+    #: Paced runs: how late sends left their schedule (percentiles, ms).
+    send_lag_ms: dict[str, float]
     command: list[str]
 
     @property
@@ -79,15 +69,13 @@ class WrkError(RuntimeError):
 
 
 def run_wrk(wrk: str, url: str, *, connections: int, duration_s: int, threads: int = 1,
-            cpus: str | None = None, rate: float | None = None,
-            timeout_s: int = 5) -> WrkResult:
+            cpus: str | None = None, rate: float | None = None, heads: str = UNIQUE,
+            depth: int = 1, timeout_s: int = 5) -> WrkResult:
     """Load ``url`` for ``duration_s`` whole seconds (wrk takes no fractions)
-    with ``connections`` keep-alive connections; at ``rate`` requests/s in
-    all when given, else as fast as the server answers. ``cpus`` pins wrk
-    (a taskset list)."""
-    script = _DONE_HOOK
-    if rate is not None:
-        script += _PACING % {"interval_ms": 1000.0 * threads / rate}
+    with ``connections`` keep-alive connections, ``depth`` requests pipelined
+    on each; at ``rate`` requests/s in all when given, else as fast as the
+    server answers. ``cpus`` pins wrk (a taskset list)."""
+    script = lua_script(heads, depth, rate, threads)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-") as lua:
         lua.write(script)
         lua.flush()
@@ -120,6 +108,8 @@ def parse_output(stdout: str, stderr: str, returncode: int, command: list[str]) 
         non_2xx=summary["status"],
         latency_ms={name: summary[name] / 1000.0
                     for name in ("p50", "p90", "p99", "p999", "max", "mean")},
+        send_lag_ms={name: summary[f"lag_{name}_ms"] for name in ("p50", "p99", "p999")}
+        if summary["paced_sends"] else {},
         command=command,
     )
 

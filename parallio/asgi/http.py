@@ -169,10 +169,14 @@ class HttpCycle:
             piece = body if start == 0 and end >= len(body) else body[start:end]
             self._body_pos = start + len(piece)
             return {"type": "http.request", "body": piece, "more_body": self._body_pos < len(body)}
-        while self.state != _DONE and not self.disconnected:
+        while self.state != _DONE and not self.disconnected and not self.protocol.eof:
             self._wake = asyncio.get_running_loop().create_future()
             await self._wake
         return {"type": "http.disconnect"}
+
+    def wake(self) -> None:
+        """Let a receive() that waits look at the connection again."""
+        self._wake_up()
 
     def _wake_up(self) -> None:
         wake = self._wake
@@ -182,7 +186,9 @@ class HttpCycle:
                 wake.set_result(None)
 
     async def send(self, message: Any) -> None:
-        if self.disconnected:
+        # is_closing(): the transport may have failed a write already, before
+        # connection_lost (which comes on a later loop turn) tells us.
+        if self.disconnected or self.protocol.transport.is_closing():
             raise ClientDisconnected("the client closed the connection")
         kind = message["type"]
         state = self.state
@@ -389,8 +395,13 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> Optional[bool]:
         if self.websocket is not None:
             return self.websocket.eof_received()
+        # The client sends no more: the application hears http.disconnect
+        # (a long poll ends), but the connection stays open for writing
+        # while there is a response to finish, for a client that only
+        # half-closed.
         self.eof = True
-        # Half-closed after its requests: answer them, then close.
+        if self.cycle is not None:
+            self.cycle.wake()
         return self.cycle is not None or bool(self.pending)
 
     def data_received(self, data: bytes) -> None:
@@ -410,8 +421,7 @@ class HttpProtocol(asyncio.Protocol):
                 if "upgrade" in request.headers and request.method == "GET":
                     self.upgrade_queued = True
         except HttpError as error:
-            self.refuse(error)
-            return
+            self.refuse(error)  # after the requests before it, if any
         if self.head_started is None and parser.in_progress:
             self.head_started = now
         if self.cycle is None:

@@ -126,11 +126,11 @@ class HttpCycle:
                 raise
             log.warning("ASGI application cut off after %ss on %s %s",
                         self.protocol.server.config.request_timeout, request.method, request.target)
-            self._fail(503, b"Service Unavailable\n")
+            self._fail(503, b"Service Unavailable")
         except Exception as error:
             log.error("ASGI application raised on %s %s", request.method, request.target,
                       exc_info=error)
-            self._fail(500, b"Internal Server Error\n")
+            self._fail(500, b"Internal Server Error")
         else:
             if result is not None:
                 log.warning("ASGI application returned %r instead of None", result)
@@ -138,7 +138,7 @@ class HttpCycle:
                 log.error("ASGI application returned without %s the response to %s %s",
                           "starting" if self.state == _START else "completing",
                           request.method, request.target)
-                self._fail(500, b"Internal Server Error\n")
+                self._fail(500, b"Internal Server Error")
         finally:
             self._wake_up()
             self.protocol.cycle_ended(self)

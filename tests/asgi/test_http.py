@@ -116,6 +116,16 @@ def test_scope_is_complete(loop):
     assert set(scope["extensions"]) == {"http.response.pathsend", "http.response.trailers"}
 
 
+def test_header_whitespace_is_trimmed_and_trailers_stay_out_of_the_headers(loop):
+    with running(scope_echo, loop=loop) as server:
+        with server.connect() as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: \t value \t\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\nX-Trailer: t\r\n\r\n")
+            ((_, _, body, _),) = read_responses(sock, 1)
+    assert json.loads(body)["headers"] == [["host", "x"], ["x-pad", "value"],
+                                           ["transfer-encoding", "chunked"]]
+
+
 def test_request_body_in_pieces_with_more_body(loop):
     config = Config(body_chunk_size=1000)
     with running(scope_echo, config, loop=loop) as server:

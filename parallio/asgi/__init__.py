@@ -10,7 +10,8 @@ asgi MODULE:APP`` is the command line (:mod:`.cli`).
 from .config import AppLoadError, ASGIApp, Config, load_app
 from .headers import ClientDisconnected
 from .lifespan import Lifespan, LifespanFailure
+from .host import ServeError, serve
 from .server import serve_asgi
 
 __all__ = ["ASGIApp", "AppLoadError", "ClientDisconnected", "Config", "Lifespan",
-           "LifespanFailure", "load_app", "serve_asgi"]
+           "LifespanFailure", "ServeError", "load_app", "serve", "serve_asgi"]

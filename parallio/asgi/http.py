@@ -374,6 +374,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.last_activity = time.monotonic()
         self.head_started: Optional[float] = None  # when the unfinished request began arriving
+        self._starting = False  # inside _next(), starting an application task
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -443,7 +444,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _next(self) -> None:
         """Start the next request's cycle, or answer what is owed."""
-        while self.cycle is None and not self.closed:
+        while self.cycle is None and not self.transport.is_closing():
             if not self.pending:
                 if self.refusal is not None:
                     self.refuse(self.refusal)
@@ -462,7 +463,14 @@ class HttpProtocol(asyncio.Protocol):
                 if self._upgrade(request):
                     return
             cycle = self.cycle = HttpCycle(self, request, self._scope(request))
-            cycle.task = self.server.loop.create_task(cycle.run(self.server.app))
+            # The task may start eagerly and complete the response before
+            # this returns: response_complete() then leaves the next request
+            # to this loop rather than recursing.
+            self._starting = True
+            try:
+                cycle.task = self.server.start_task(cycle.run(self.server.app))
+            finally:
+                self._starting = False
 
     def response_complete(self, cycle: HttpCycle) -> None:
         """The response to ``cycle`` is all written: the connection serves
@@ -475,7 +483,8 @@ class HttpProtocol(asyncio.Protocol):
             self.pending.clear()
             self.transport.close()
             return
-        self._next()
+        if not self._starting:
+            self._next()
 
     def cycle_ended(self, cycle: HttpCycle) -> None:
         """``cycle``'s application returned (or raised): if its response is

@@ -264,6 +264,10 @@ def test_app_errors_before_and_after_the_response_started(loop, caplog):
         raw = exchange(server, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 200 ") and b"partial" in raw
         assert not raw.endswith(b"0\r\n\r\n")  # cut, not completed
+        # Requests pipelined behind a failure are not served: the 500 closes.
+        raw = exchange(server, b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /returns HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.count(b"HTTP/1.1 500 ") == 1
         # The server lives on.
         raw = exchange(server, b"GET /returns HTTP/1.1\r\nHost: x\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 500 ")

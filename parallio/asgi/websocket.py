@@ -109,11 +109,11 @@ class WebSocketSession:
             self._wake_up()
 
     def _end(self, code: int, status: int) -> None:
-        """The application is done: finish the session as it left it."""
-        if self.state == CONNECTING or self.state == DENYING and self.denial is not None:
+        """The application is done: finish the session as it left it. A
+        denial is buffered until its last piece, so one left unfinished has
+        written nothing and can still become a whole error response."""
+        if self.state in (CONNECTING, DENYING):
             self._http_response(status, ResponseHeaders(()), b"")
-        elif self.state == DENYING:
-            self.protocol.transport.abort()  # a denial body cut short
         elif self.state == OPEN:
             self._close(code, "")
 

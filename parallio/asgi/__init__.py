@@ -8,7 +8,7 @@ asgi MODULE:APP`` is the command line (:mod:`.cli`).
 """
 
 from .config import AppLoadError, ASGIApp, Config, load_app
-from .headers import ClientDisconnected
+from .shared import ClientDisconnected
 from .lifespan import Lifespan, LifespanFailure
 from .host import ServeError, serve
 from .server import serve_asgi

@@ -60,7 +60,7 @@ from ..http.response import (
     simple_response,
 )
 from ..http.websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
-from .headers import ClientDisconnected, ResponseHeaders
+from .shared import ClientDisconnected, ResponseHeaders, Wakeup
 from .websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class HttpCycle:
     __slots__ = ("protocol", "request", "scope", "task", "state", "head", "status", "chunked",
                  "remaining", "keep_alive", "head_only", "wrote", "trailers_promised",
                  "trailers_sent", "trailer_pairs", "disconnected", "timed_out", "started_at",
-                 "_body_pos", "_wake")
+                 "_body_pos", "wakeup")
 
     def __init__(self, protocol: "HttpProtocol", request: Request, scope: dict) -> None:
         self.protocol = protocol
@@ -111,7 +111,7 @@ class HttpCycle:
         self.timed_out = False
         self.started_at = time.monotonic()
         self._body_pos = -1  # -1: no http.request event delivered yet
-        self._wake: Optional[asyncio.Future[None]] = None
+        self.wakeup = Wakeup()  # for a receive() waiting for the response's end
 
     # -- the application's side ----------------------------------------------------
 
@@ -140,7 +140,7 @@ class HttpCycle:
                           request.method, request.target)
                 self._fail(500, b"Internal Server Error")
         finally:
-            self._wake_up()
+            self.wakeup.set()
             self.protocol.cycle_ended(self)
 
     def _fail(self, status: int, body: bytes) -> None:
@@ -170,20 +170,8 @@ class HttpCycle:
             self._body_pos = start + len(piece)
             return {"type": "http.request", "body": piece, "more_body": self._body_pos < len(body)}
         while self.state != _DONE and not self.disconnected and not self.protocol.eof:
-            self._wake = asyncio.get_running_loop().create_future()
-            await self._wake
+            await self.wakeup.wait(self.protocol.server.loop)
         return {"type": "http.disconnect"}
-
-    def wake(self) -> None:
-        """Let a receive() that waits look at the connection again."""
-        self._wake_up()
-
-    def _wake_up(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
 
     async def send(self, message: Any) -> None:
         # is_closing(): the transport may have failed a write already, before
@@ -336,7 +324,7 @@ class HttpCycle:
 
     def disconnect(self) -> None:
         self.disconnected = True
-        self._wake_up()
+        self.wakeup.set()
 
 
 def _tokens(values: list[str]) -> list[str]:
@@ -402,7 +390,7 @@ class HttpProtocol(asyncio.Protocol):
         # half-closed.
         self.eof = True
         if self.cycle is not None:
-            self.cycle.wake()
+            self.cycle.wakeup.set()
         return self.cycle is not None or bool(self.pending)
 
     def data_received(self, data: bytes) -> None:

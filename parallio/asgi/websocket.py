@@ -15,7 +15,6 @@ then the socket stops being read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -23,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..http import websocket as codec
 from ..http.parser import Request
-from ..http.response import simple_response
 from ..http.websocket import (
     CloseCode,
     CloseReceived,
@@ -35,7 +33,7 @@ from ..http.websocket import (
     WebSocketError,
     negotiate_deflate,
 )
-from .headers import ClientDisconnected, ResponseHeaders
+from .shared import ClientDisconnected, ResponseHeaders, Wakeup
 
 if TYPE_CHECKING:
     from .http import HttpProtocol
@@ -86,7 +84,7 @@ class WebSocketSession:
         self.reading_paused = False
         self.denial: Optional[tuple[int, ResponseHeaders, list[bytes]]] = None
         self._early = bytearray(early_data)
-        self._wake: Optional[asyncio.Future[None]] = None
+        self.wakeup = Wakeup()  # for a receive() waiting for a message
         self.task = self.server.loop.create_task(self.run(self.server.app))
 
     # -- the application's side ------------------------------------------------------
@@ -106,7 +104,7 @@ class WebSocketSession:
                           "for %s", self.request.target)
             self._end(CloseCode.NORMAL, 500)
         finally:
-            self._wake_up()
+            self.wakeup.set()
 
     def _end(self, code: int, status: int) -> None:
         """The application is done: finish the session as it left it. A
@@ -131,15 +129,7 @@ class WebSocketSession:
             if self.state == CLOSED:
                 return {"type": "websocket.disconnect", "code": self.close_code,
                         "reason": self.close_reason}
-            self._wake = self.server.loop.create_future()
-            await self._wake
-
-    def _wake_up(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
+            await self.wakeup.wait(self.server.loop)
 
     async def send(self, message: Any) -> None:
         kind = message["type"]
@@ -227,7 +217,7 @@ class WebSocketSession:
                               keep_alive=False, request_version=self.request.http_version)
         protocol.transport.write(head + body)
         protocol.transport.close()
-        self._wake_up()
+        self.wakeup.set()
 
     def _close(self, code: int, reason: str) -> None:
         """Send this side's close frame; the peer's answer (or the close
@@ -245,7 +235,7 @@ class WebSocketSession:
         self.close_code = code
         self.close_reason = reason
         self.protocol.transport.close()
-        self._wake_up()
+        self.wakeup.set()
 
     # -- the connection's side -------------------------------------------------------------
 
@@ -283,7 +273,7 @@ class WebSocketSession:
             transport.write(connection.close(error.code, error.reason))
             self._closed(error.code, error.reason)
         if incoming:
-            self._wake_up()
+            self.wakeup.set()
             if len(incoming) > self.server.config.ws_max_queue and not self.reading_paused:
                 self.reading_paused = True
                 transport.pause_reading()
@@ -300,7 +290,7 @@ class WebSocketSession:
         if self.state != CLOSED:
             self.state = CLOSED
             self.close_code = CloseCode.ABNORMAL
-        self._wake_up()
+        self.wakeup.set()
 
     def check_timeouts(self, now: float) -> None:
         config = self.server.config

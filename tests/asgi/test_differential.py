@@ -235,12 +235,12 @@ def test_same_answers_as_uvicorn(servers):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ours = list(pool.map(lambda case: run_case(parallio_server.address, case), CORPUS))
         theirs = list(pool.map(lambda case: run_case(uvicorn_server.address, case), CORPUS))
-    differences = [(case.name, mine, peer) for case, mine, peer in zip(CORPUS, ours, theirs)
+    differences = [(case.name, mine, peer) for case, mine, peer in zip(CORPUS, ours, theirs, strict=True)
                    if mine != peer]
     assert not differences, "\n\n".join(f"{name}:\n  parallio {mine}\n  uvicorn  {peer}"
                                         for name, mine, peer in differences)
     # The corpus really exercises the servers: no case went unanswered.
-    for case, answer in zip(CORPUS, ours):
+    for case, answer in zip(CORPUS, ours, strict=True):
         count = len(answer) if case.status_only else len(answer[0])
         assert count >= 1, case.name
 

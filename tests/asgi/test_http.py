@@ -317,7 +317,6 @@ def test_request_timeout_is_a_503_or_a_cut(loop):
 
 def test_disconnect_is_delivered_and_send_raises(loop):
     seen = []
-    done = asyncio.Event()
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -479,7 +478,6 @@ def test_lifespan_auto_serves_apps_without_it_and_on_refuses_them(loop):
 
 
 def test_shutdown_lets_the_response_in_progress_finish(loop):
-    release = {}
 
     async def app(scope, receive, send):
         if scope["type"] != "http":

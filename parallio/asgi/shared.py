@@ -1,13 +1,15 @@
-"""Messages an ASGI application sends that the HTTP and WebSocket sides
-share: response headers, and the error for a client that is gone."""
+"""What the HTTP and WebSocket sides share: an application's response
+headers, the error for a client that is gone, the wake-up of a waiting
+``receive()``."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from ..http.response import PreparedHeaders, prepare_headers, render_head
 
-__all__ = ["ClientDisconnected", "ResponseHeaders"]
+__all__ = ["ClientDisconnected", "ResponseHeaders", "Wakeup"]
 
 
 class ClientDisconnected(OSError):
@@ -73,3 +75,23 @@ class ResponseHeaders:
         if server_header and not self.has_server:
             prepared = PreparedHeaders(server_header + prepared)
         return render_head(status, prepared, date=not self.has_date, **framing)
+
+
+class Wakeup:
+    """Lets one ``receive()`` wait until the connection has news for it."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: Optional[asyncio.Future[None]] = None
+
+    async def wait(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._future = loop.create_future()
+        await self._future
+
+    def set(self) -> None:
+        future = self._future
+        if future is not None:
+            self._future = None
+            if not future.done():
+                future.set_result(None)

@@ -30,8 +30,9 @@ What the server enforces on the response:
 * The head goes out with the first body piece (so an error before it can
   still become a 500). Without ``Content-Length`` the body is chunked for
   HTTP/1.1 and delimited by closing the connection for HTTP/1.0. A body
-  longer or shorter than its ``Content-Length`` is an error that closes
-  the connection. HEAD responses, 204 and 304 carry no body.
+  longer or shorter than its ``Content-Length`` is an error: a 500 if
+  nothing was written yet, else the connection is cut. HEAD responses, 204
+  and 304 carry no body.
 * Trailers (``"trailers": True``) are sent after a chunked body when the
   client said ``TE: trailers``, and dropped otherwise (the extension's rule).
 * An application that raises before its response started gets a 500 and
@@ -53,9 +54,9 @@ from ..http.parser import HttpError, Request, RequestParser
 from ..http.response import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
+    PreparedHeaders,
     chunk_header,
     last_chunk,
-    PreparedHeaders,
     prepare_headers,
     simple_response,
 )
@@ -397,10 +398,25 @@ class HttpProtocol(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.data_received(data)
             return
-        now = self.last_activity = time.monotonic()
+        self.last_activity = time.monotonic()
+        try:
+            self.parser.feed(data)
+        except HttpError:
+            return  # the parser refused earlier input: that answer is owed already
+        self._parse()
+        if self.cycle is None:
+            self._next()
+        elif self.pending and not self.reading_paused:
+            # A response is in progress and whole requests wait behind it:
+            # read no more until they are served (bounds a pipelining client).
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _parse(self) -> None:
+        """Queue the requests complete in what was received; none after an
+        upgrade request (what follows it may not be HTTP)."""
         parser = self.parser
         try:
-            parser.feed(data)
             while not self.upgrade_queued:
                 request = parser.next_request()
                 if request is None:
@@ -412,14 +428,7 @@ class HttpProtocol(asyncio.Protocol):
         except HttpError as error:
             self.refuse(error)  # after the requests before it, if any
         if self.head_started is None and parser.in_progress:
-            self.head_started = now
-        if self.cycle is None:
-            self._next()
-        elif self.pending and not self.reading_paused:
-            # A response is in progress and whole requests wait behind it:
-            # read no more until they are served (bounds a pipelining client).
-            self.reading_paused = True
-            self.transport.pause_reading()
+            self.head_started = self.last_activity
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -450,6 +459,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.upgrade_queued = False
                 if self._upgrade(request):
                     return
+                self._parse()  # not a WebSocket: what follows is HTTP after all
             cycle = self.cycle = HttpCycle(self, request, self._scope(request))
             # The task may start eagerly and complete the response before
             # this returns: response_complete() then leaves the next request
@@ -531,7 +541,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.cycle is not None or self.pending:
             self.refusal = error
             return
-        if not self.closed:
+        if not self.transport.is_closing():
             self.transport.write(simple_response(
                 error.status, f"{error.status} {error.reason}\n".encode(), keep_alive=False,
                 extra_headers=self.server.server_header))

@@ -496,3 +496,19 @@ def test_shutdown_lets_the_response_in_progress_finish(loop):
         data += chunk
     sock.close()
     assert data.startswith(b"HTTP/1.1 200 ") and b"finished" in data
+
+
+def test_an_upgrade_to_another_protocol_is_served_as_http(loop):
+    with running(scope_echo, loop=loop) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                         b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            responses = read_responses(sock, 2)
+    assert [json.loads(body)["path"] for _, _, body, _ in responses] == ["/first", "/second"]
+
+
+def test_a_bad_websocket_handshake_is_refused(loop):
+    with running(scope_echo, loop=loop) as server:
+        raw = exchange(server, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 426 ") and b"Sec-WebSocket-Version: 13\r\n" in raw

@@ -185,7 +185,11 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
     probe = new_event_loop(loop)  # an unknown or missing loop fails here, once
     loop_name = type(probe).__module__.partition(".")[0]
     probe.close()
-    app_object = load_app(app) if isinstance(app, str) and parallel == "threads" else app
+    # Threads share one application object; worker processes import their own
+    # (the supervisor never runs the application's module-level code).
+    app_object: Optional[ASGIApp] = None
+    if parallel == "threads":
+        app_object = load_app(app) if isinstance(app, str) else app
 
     # The port stays reserved by a bound (never listening) socket, so that
     # a worker restarted later gets the same one even if it was 0.
@@ -217,6 +221,7 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
             worker.ready = True
 
         def thread_main() -> None:
+            assert app_object is not None
             try:
                 _run_worker(app_object, host, port, config, loop, ready, on_loop)
             except (LifespanFailure, ServeError) as error:

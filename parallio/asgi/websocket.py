@@ -76,7 +76,7 @@ class WebSocketSession:
         self.connection: Optional[WebSocketConnection] = None
         self.connect_delivered = False
         self.incoming: deque[dict] = deque()
-        self.close_code = CloseCode.ABNORMAL
+        self.close_code: int = CloseCode.ABNORMAL
         self.close_reason = ""
         self.closing_since = 0.0
         self.last_seen = time.monotonic()
@@ -256,10 +256,9 @@ class WebSocketSession:
         try:
             for event in connection.events():
                 if type(event) is Message:
-                    data = event.data
-                    incoming.append({"type": "websocket.receive", "text": data}
-                                    if type(data) is str else
-                                    {"type": "websocket.receive", "bytes": data})
+                    incoming.append({"type": "websocket.receive", "text": event.data}
+                                    if type(event.data) is str else
+                                    {"type": "websocket.receive", "bytes": event.data})
                 elif type(event) is Ping:
                     if self.state == OPEN:
                         transport.write(connection.send_pong(event.payload))

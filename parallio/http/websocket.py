@@ -734,7 +734,9 @@ def parse_extensions(values: Iterable[str]) -> list[tuple[str, list[tuple[str, O
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False

@@ -1,0 +1,99 @@
+"""``python -m parallio asgi MODULE:APP``: an ASGI application on every core.
+
+Importing this module adds the ``asgi`` command to
+:data:`parallio.cli.EXTRA_COMMANDS`; ``python -m parallio.asgi MODULE:APP``
+runs the same command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ..cli import EXTRA_COMMANDS, add_run_options
+from ..http.cli import _timeouts as add_timeout_options
+from .config import AppLoadError, Config
+from .host import ServeError, serve
+
+__all__ = ["configure", "run", "main"]
+
+log = logging.getLogger("parallio")
+
+
+def _optional_seconds(text: str) -> Optional[float]:
+    if text.lower() in ("none", "off", "0"):
+        return None
+    return float(text)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:APP",
+                        help="the ASGI 3 application, importable from the current directory")
+    add_run_options(parser, 8000)
+    add_timeout_options(parser)
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="each worker's event loop; auto: uvloop where installed "
+                             "(default %(default)s)")
+    parser.add_argument("--root-path", default="",
+                        help="the path the application is mounted at behind a proxy")
+    parser.add_argument("--lifespan", default="auto", choices=["auto", "on", "off"],
+                        help="the ASGI lifespan protocol: auto (if the application speaks it), "
+                             "on (required), off (default %(default)s)")
+    parser.add_argument("--request-timeout", type=_optional_seconds, default=None, metavar="SECONDS",
+                        help="cut off a response that takes longer (503 if nothing was sent); "
+                             "default: no limit")
+    parser.add_argument("--ws-max-size", type=int, default=Config.ws_max_message_size,
+                        metavar="BYTES", help="largest WebSocket message (default %(default)s)")
+    parser.add_argument("--ws-ping-interval", type=_optional_seconds, default=Config.ws_ping_interval,
+                        metavar="SECONDS", help="ping idle WebSockets this often; 'none' for never "
+                                                "(default %(default)s)")
+    parser.add_argument("--ws-ping-timeout", type=_optional_seconds, default=Config.ws_ping_timeout,
+                        metavar="SECONDS", help="close a WebSocket whose pong is this late "
+                                                "(default %(default)s)")
+    parser.add_argument("--no-ws-deflate", dest="ws_deflate", action="store_false",
+                        help="do not negotiate permessage-deflate")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.io != "auto":
+        raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
+                         "loop serves it; leave --io at auto")
+    try:
+        config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
+                        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                        request_timeout=args.request_timeout, drain_timeout=args.drain_timeout,
+                        ws_max_message_size=args.ws_max_size,
+                        ws_ping_interval=args.ws_ping_interval,
+                        ws_ping_timeout=args.ws_ping_timeout,
+                        ws_per_message_deflate=args.ws_deflate)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
+    serve(args.app, args.host, args.port, workers=args.workers, parallel=args.parallel,
+          loop=args.loop, config=config)
+
+
+EXTRA_COMMANDS["asgi"] = ("serve an ASGI 3 application (Starlette, FastAPI, Django...) on every "
+                          "core", configure, run)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m parallio.asgi``: the ``asgi`` command without the others."""
+    parser = argparse.ArgumentParser(prog="python -m parallio.asgi",
+                                     description=EXTRA_COMMANDS["asgi"][0])
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    configure(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ServeError, AppLoadError) as error:
+        log.error("parallio asgi: %s", error)
+        return 1
+    return 0

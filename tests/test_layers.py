@@ -35,10 +35,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("parallio.host",),
     ("parallio.runtime",),
     ("parallio.services", "parallio.http"),
+    ("parallio.asgi", "parallio.wiki"),
     ("parallio", "parallio.cli", "parallio.__main__", "parallio.bench"),
 ]
 #: Modules allowed to import parallio.http: HTTP itself and what sits above it.
-HTTP_USERS = ("parallio.http", "parallio", "parallio.cli", "parallio.bench")
+HTTP_USERS = ("parallio.http", "parallio.asgi", "parallio.wiki", "parallio", "parallio.cli",
+              "parallio.bench")
 
 
 def module_name(path: Path) -> str:

@@ -48,7 +48,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ..http.parser import HttpError, Request, RequestParser
 from ..http.response import (
@@ -61,11 +61,8 @@ from ..http.response import (
     simple_response,
 )
 from ..http.websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
-from .shared import ClientDisconnected, ResponseHeaders, Wakeup
+from .shared import ClientDisconnected, ResponseHeaders, Server, Wakeup
 from .websocket import WebSocketSession
-
-if TYPE_CHECKING:
-    from .server import ServerState
 
 __all__ = ["HttpProtocol", "HttpCycle"]
 
@@ -345,7 +342,7 @@ def _address(value: Any) -> Optional[tuple]:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection serving an ASGI application."""
 
-    def __init__(self, server: "ServerState") -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.parser = RequestParser(server.config.limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]

@@ -1,15 +1,45 @@
 """What the HTTP and WebSocket sides share: an application's response
 headers, the error for a client that is gone, the wake-up of a waiting
-``receive()``."""
+``receive()``, and what each side needs of the server and of the
+connection (as protocols, so the modules need not import each other)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any, Coroutine, Optional, Protocol
 
 from ..http.response import PreparedHeaders, prepare_headers, render_head
+from .config import ASGIApp, Config
 
-__all__ = ["ClientDisconnected", "ResponseHeaders", "Wakeup"]
+__all__ = ["ClientDisconnected", "ResponseHeaders", "Wakeup", "Server", "Connection"]
+
+
+class Server(Protocol):
+    """What a connection needs of the server it belongs to."""
+
+    app: ASGIApp
+    config: Config
+    state: dict
+    loop: asyncio.AbstractEventLoop
+    connections: set[Any]
+    stopping: bool
+    server_header: PreparedHeaders
+    raw_root_path: bytes
+
+    def start_task(self, coroutine: Coroutine[Any, Any, None]) -> "asyncio.Task[None]": ...
+
+    def connection_closed(self, connection: Any) -> None: ...
+
+
+class Connection(Protocol):
+    """What a WebSocket session needs of the HTTP connection it upgraded."""
+
+    transport: Any
+    server: Server
+    closed: bool
+    write_paused: bool
+
+    async def drain(self) -> None: ...
 
 
 class ClientDisconnected(OSError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ..http import websocket as codec
 from ..http.parser import Request
@@ -33,10 +33,8 @@ from ..http.websocket import (
     WebSocketError,
     negotiate_deflate,
 )
-from .shared import ClientDisconnected, ResponseHeaders, Wakeup
+from .shared import ClientDisconnected, Connection, ResponseHeaders, Wakeup
 
-if TYPE_CHECKING:
-    from .http import HttpProtocol
 
 __all__ = ["WebSocketSession"]
 
@@ -59,7 +57,7 @@ _MAX_EARLY_DATA = 1 << 20
 class WebSocketSession:
     """One WebSocket connection and its application task."""
 
-    def __init__(self, protocol: "HttpProtocol", request: Request, upgrade: UpgradeRequest,
+    def __init__(self, protocol: Connection, request: Request, upgrade: UpgradeRequest,
                  scope: dict, early_data: bytes) -> None:
         self.protocol = protocol
         self.server = protocol.server

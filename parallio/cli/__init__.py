@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import http
+from . import asgi, http
 from .options import add_run_options, serve
 
 log = logging.getLogger("parallio")
@@ -27,7 +27,7 @@ SERVICES = {
 
 #: The other subcommands, each module's: name -> (help, configure the
 #: parser, run from parsed arguments).
-COMMANDS = {**http.COMMANDS}
+COMMANDS = {**http.COMMANDS, **asgi.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

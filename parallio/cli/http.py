@@ -12,7 +12,8 @@ from .options import Commands, add_run_options, serve
 log = logging.getLogger("parallio")
 
 
-def _timeouts(parser: argparse.ArgumentParser) -> None:
+def add_timeout_options(parser: argparse.ArgumentParser) -> None:
+    """--header-timeout and --idle-timeout, as every HTTP command has them."""
     parser.add_argument("--header-timeout", type=float, default=10.0,
                         help="seconds a client gets to send a request head (default %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=60.0,
@@ -27,7 +28,7 @@ def _configure_http_server(parser: argparse.ArgumentParser) -> None:
                         help="answer 403 for directories without an index file "
                              "instead of listing them")
     add_run_options(parser, 8000)
-    _timeouts(parser)
+    add_timeout_options(parser)
 
 
 def _run_http_server(args: argparse.Namespace) -> None:
@@ -43,7 +44,7 @@ def _configure_wsgi(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", metavar="MODULE:APP",
                         help="the WSGI application, importable from the current directory")
     add_run_options(parser, 8000)
-    _timeouts(parser)
+    add_timeout_options(parser)
 
 
 def _run_wsgi(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""``python -m parallio.asgi`` (the ``asgi`` command) as a user runs it: a
+"""``python -m parallio asgi`` (the ``asgi`` command) as a user runs it: a
 real process, real requests, a signal to stop it."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "parallio.asgi", *args, "--port", "0"],
+    return subprocess.Popen([sys.executable, "-m", "parallio", "asgi", *args, "--port", "0"],
                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
 
@@ -90,11 +90,9 @@ def test_bad_application_names_are_one_line_errors(app, message):
 
 
 def test_the_command_registers_with_python_m_parallio():
-    from parallio.cli import EXTRA_COMMANDS, build_parser
+    from parallio.cli import COMMANDS, build_parser
 
-    import parallio.asgi.cli  # noqa: F401  (what the lead's COMMAND_MODULES entry will do)
-
-    assert "asgi" in EXTRA_COMMANDS
+    assert "asgi" in COMMANDS
     args = build_parser().parse_args(["asgi", "m:app", "--root-path", "/api", "--request-timeout",
                                       "30", "--loop", "asyncio"])
     assert (args.app, args.root_path, args.request_timeout, args.loop) == ("m:app", "/api", 30.0,

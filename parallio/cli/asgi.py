@@ -1,23 +1,15 @@
-"""``python -m parallio asgi MODULE:APP``: an ASGI application on every core.
-
-Importing this module adds the ``asgi`` command to
-:data:`parallio.cli.EXTRA_COMMANDS`; ``python -m parallio.asgi MODULE:APP``
-runs the same command on its own.
-"""
+"""``python -m parallio asgi MODULE:APP``: an ASGI application on every core."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from typing import Optional, Sequence
+from typing import Optional
 
-from ..cli import EXTRA_COMMANDS, add_run_options
-from ..http.cli import _timeouts as add_timeout_options
-from .config import AppLoadError, Config
-from .host import ServeError, serve
+from .http import add_timeout_options
+from .options import Commands, add_run_options
 
-__all__ = ["configure", "run", "main"]
+__all__ = ["COMMANDS"]
 
 log = logging.getLogger("parallio")
 
@@ -29,6 +21,8 @@ def _optional_seconds(text: str) -> Optional[float]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from ..asgi.config import Config
+
     parser.add_argument("app", metavar="MODULE:APP",
                         help="the ASGI 3 application, importable from the current directory")
     add_run_options(parser, 8000)
@@ -57,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..asgi.config import Config
+    from ..asgi.host import ServeError, serve
+
     if args.io != "auto":
         raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
                          "loop serves it; leave --io at auto")
@@ -74,26 +71,7 @@ def run(args: argparse.Namespace) -> None:
           loop=args.loop, config=config)
 
 
-EXTRA_COMMANDS["asgi"] = ("serve an ASGI 3 application (Starlette, FastAPI, Django...) on every "
-                          "core", configure, run)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m parallio.asgi``: the ``asgi`` command without the others."""
-    parser = argparse.ArgumentParser(prog="python -m parallio.asgi",
-                                     description=EXTRA_COMMANDS["asgi"][0])
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    configure(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        return 130
-    except (ServeError, AppLoadError) as error:
-        log.error("parallio asgi: %s", error)
-        return 1
-    return 0
+COMMANDS: Commands = {
+    "asgi": ("serve an ASGI 3 application (Starlette, FastAPI, Django...) on every core",
+             configure, run),
+}

@@ -30,7 +30,7 @@ SERVICES = {
 EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                                 Callable[[argparse.Namespace], None]]] = {}
 #: The modules whose import adds their subcommands to EXTRA_COMMANDS.
-COMMAND_MODULES = ("parallio.http.cli",)
+COMMAND_MODULES = ("parallio.http.cli", "parallio.wiki.cli")
 
 
 def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:

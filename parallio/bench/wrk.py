@@ -80,12 +80,13 @@ class WrkError(RuntimeError):
 
 def run_wrk(wrk: str, url: str, *, connections: int, duration_s: int, threads: int = 1,
             cpus: str | None = None, rate: float | None = None,
-            timeout_s: int = 5) -> WrkResult:
+            timeout_s: int = 5, lua: str = "") -> WrkResult:
     """Load ``url`` for ``duration_s`` whole seconds (wrk takes no fractions)
     with ``connections`` keep-alive connections; at ``rate`` requests/s in
     all when given, else as fast as the server answers. ``cpus`` pins wrk
-    (a taskset list)."""
-    script = _DONE_HOOK
+    (a taskset list). ``lua`` is added to wrk's script: a ``request()``
+    hook that varies the requests, say."""
+    script = _DONE_HOOK + lua
     if rate is not None:
         script += _PACING % {"interval_ms": 1000.0 * threads / rate}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-") as lua:

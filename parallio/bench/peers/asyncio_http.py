@@ -60,19 +60,25 @@ def _refresh_date(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(1.0, _refresh_date, loop)
 
 
-def _plaintext() -> tuple[bytes, bytes]:
-    return b"text/plain", apps.PLAINTEXT_BODY
+#: What a route returns: status, Content-Type and body.
+Answer = tuple[int, bytes, bytes]
 
 
-def _json() -> tuple[bytes, bytes]:
-    return b"application/json", json.dumps({"message": "Hello, World!"}).encode()
+def _plaintext(_query: bytes) -> Answer:
+    return 200, b"text/plain", apps.PLAINTEXT_BODY
 
 
-def _cpu() -> tuple[bytes, bytes]:
-    return b"application/json", json.dumps(apps.cpu_result(apps.CPU_PATH)).encode()
+def _json(_query: bytes) -> Answer:
+    return 200, b"application/json", json.dumps({"message": "Hello, World!"}).encode()
 
 
-ROUTES: dict[bytes, Callable[[], tuple[bytes, bytes]]] = {
+def _cpu(_query: bytes) -> Answer:
+    return 200, b"application/json", json.dumps(apps.cpu_result(apps.CPU_PATH)).encode()
+
+
+#: Path -> handler of the query string (the bytes after "?"; other
+#: applications add their routes here, as the wiki's peer does).
+ROUTES: dict[bytes, Callable[[bytes], Answer]] = {
     b"/plaintext": _plaintext,
     b"/json": _json,
     b"/cpu": _cpu,
@@ -173,11 +179,11 @@ class HttpProtocol(asyncio.Protocol):
             self.fail(out, 405 if not has_body else 400)
             return None
         head_only = method == b"HEAD"
-        path = target.partition(b"?")[0]
+        path, _, query = target.partition(b"?")
         route = ROUTES.get(path)
         if route is not None:
-            content_type, body = route()
-            out.append(response_head(200, content_type, len(body), keep_alive))
+            status, content_type, body = route(query)
+            out.append(response_head(status, content_type, len(body), keep_alive))
             if not head_only:
                 out.append(body)
         else:

@@ -3,8 +3,8 @@ core, from one shared copy of the index.
 
 Routes:
 
-* ``GET /search?q=PREFIX&limit=N``: the first N (1..:data:`MAX_LIMIT`,
-  default 10) headwords whose folded form starts with PREFIX's, as JSON
+* ``GET /search?q=PREFIX&limit=N``: the first N (1..100, default 10)
+  headwords whose folded form starts with PREFIX's, as JSON
   ``{"q", "results": [{"headword", "entries": [[offset, length], ...]}],
   "more"}``; found by binary search over the shared index.
 * ``GET /entry/WORD``: every entry of WORD (any case), joined by a blank
@@ -27,6 +27,7 @@ not make it send text the index it holds does not describe.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
@@ -42,19 +43,17 @@ from ..http.server import HttpServer
 from ..http.static import range_not_satisfiable, requested_range
 from ..protocol import ObjectRef
 from .build import INDEX_NAME, TEXT_NAME
-from .index import Index, IndexFormatError, Match
+from .index import DEFAULT_LIMIT, Index, IndexFormatError, Match, parse_limit, search_document
 from .page import render_page
 
 if TYPE_CHECKING:
     from ..http.parser import Request
     from ..transport import Transport
 
-__all__ = ["Wiki", "MAX_LIMIT", "ENTRY_SEPARATOR", "entry_pieces", "COUNTER_NAMES"]
+__all__ = ["Wiki", "ENTRY_SEPARATOR", "entry_pieces", "COUNTER_NAMES", "REPORT_INTERVAL"]
 
 log = logging.getLogger("parallio.wiki")
 
-MAX_LIMIT = 100
-_DEFAULT_LIMIT = 10
 #: Between two entries of one word in an /entry answer.
 ENTRY_SEPARATOR = b"\n"
 _TEXT_TYPE = "text/plain; charset=utf-8"
@@ -177,7 +176,10 @@ class Wiki:
     def _reset(self) -> None:
         self.index_path = os.path.join(self.data_dir, INDEX_NAME)
         self.text_path = os.path.join(self.data_dir, TEXT_NAME)
-        self.share_name = f"parallio.wiki:{self.index_path}"
+        # Short (a memfd's name has at most 249 bytes) and one per data
+        # directory; /proc/PID/smaps shows it as /memfd:parallio-wiki-....
+        self.share_name = "wiki-" + hashlib.blake2b(self.index_path.encode(),
+                                                    digest_size=6).hexdigest()
         self._index: Optional[Index] = None
         self._text: Optional[str] = None
         self._page: Optional[str] = None
@@ -283,15 +285,13 @@ class Wiki:
         return self._page
 
     def search(self, transport: "Transport", request: "Request", q: str,
-               limit: str = str(_DEFAULT_LIMIT)) -> dict[str, Any]:
-        if not (limit.isascii() and limit.isdigit() and len(limit) <= 3
-                and 1 <= int(limit) <= MAX_LIMIT):
-            raise HttpError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-        found = self.index.search(q, int(limit))
+               limit: str = str(DEFAULT_LIMIT)) -> dict[str, Any]:
+        try:
+            count = parse_limit(limit)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
         _counters().searches += 1
-        return {"q": q, "more": found.more,
-                "results": [{"headword": match.headword, "entries": match.entries}
-                            for match in found.matches]}
+        return search_document(self.index, q, count)
 
     def entry(self, transport: "Transport", request: "Request", word: str) -> None:
         counters = _counters()

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional, Union
 
 __all__ = ["Index", "IndexFormatError", "Match", "Record", "SearchResult", "build_index",
-           "fold", "MAGIC", "VERSION"]
+           "fold", "parse_limit", "search_document", "MAGIC", "VERSION", "MAX_LIMIT",
+           "DEFAULT_LIMIT"]
 
 MAGIC = b"PXWIKI\r\n"
 VERSION = 1
@@ -42,6 +43,10 @@ _BYTE_ORDER_MARK = 0xFEFF
 # bytes, head-text bytes, text bytes, build id.
 _HEADER = struct.Struct("=8sHHI6Q")
 _U32_LIMIT = 1 << 32
+
+#: The most results one search returns, and how many without a limit.
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 10
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -280,3 +285,24 @@ class Index:
         if number < self.keys and self.key(number) == needle:
             return self.match(number)
         return None
+
+
+def parse_limit(text: str) -> int:
+    """The ``limit`` of a search request: a whole number 1..MAX_LIMIT.
+
+    Raises:
+      ValueError: anything else; the message is for the client.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_LIMIT:
+        return int(text)
+    raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+
+
+def search_document(index: Index, prefix: str, limit: int) -> dict:
+    """What ``/search?q=PREFIX&limit=N`` answers, as JSON: the query, the
+    matches (headword, entries as [offset, length]) and whether more keys
+    have the prefix."""
+    found = index.search(prefix, limit)
+    return {"q": prefix, "more": found.more,
+            "results": [{"headword": match.headword, "entries": match.entries}
+                        for match in found.matches]}

@@ -9,8 +9,9 @@ from urllib.parse import quote
 
 import pytest
 
-from parallio.wiki.app import ENTRY_SEPARATOR, MAX_LIMIT, REPORT_INTERVAL, Wiki, entry_pieces
+from parallio.wiki.app import ENTRY_SEPARATOR, REPORT_INTERVAL, Wiki, entry_pieces
 from parallio.wiki.build import TEXT_NAME
+from parallio.wiki.index import MAX_LIMIT
 
 from .._http_client import Client, address_of
 from ..conftest import _combos, serving

@@ -9,7 +9,8 @@ import unicodedata
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from parallio.wiki.index import (MAGIC, Index, IndexFormatError, Record, build_index, fold)
+from parallio.wiki.index import (MAGIC, MAX_LIMIT, Index, IndexFormatError, Record, build_index,
+                                  fold, parse_limit, search_document)
 
 TEXT_SIZE = 10_000
 
@@ -165,6 +166,16 @@ def test_limit_bounds(index):
     assert len(index.search("ap", 10**9).matches) == 3
     with pytest.raises(ValueError, match="limit"):
         index.search("ap", -1)
+
+
+def test_the_limit_of_a_request(index):
+    assert [parse_limit(text) for text in ("1", "10", "010", str(MAX_LIMIT))] == [
+        1, 10, 10, MAX_LIMIT]
+    for text in ("", "0", "-1", "+5", str(MAX_LIMIT + 1), "1.5", "١٢", "9" * 50):
+        with pytest.raises(ValueError, match="limit must be a whole number"):
+            parse_limit(text)
+    assert search_document(index, "Ba", 5) == {
+        "q": "Ba", "more": False, "results": [{"headword": "Bank", "entries": ((400, 14),)}]}
 
 
 def test_lookup_is_exact_up_to_case(index):

@@ -231,16 +231,24 @@ class Index:
 
     def headword(self, number: int) -> str:
         starts = self._head_starts
-        return self._heads[starts[number]:starts[number + 1]].tobytes().decode()
+        return str(self._heads[starts[number]:starts[number + 1]], "utf-8")
 
     def match(self, number: int) -> Match:
         """Key ``number``'s headword and entries."""
         if not 0 <= number < self.keys:
             raise IndexError(f"key {number} of {self.keys}")
+        return self._match(number)
+
+    def _match(self, number: int) -> Match:
         first, end = self._first_entry[number], self._first_entry[number + 1]
-        offsets, lengths = self._offsets, self._lengths
-        return Match(number, self.headword(number),
-                     tuple((offsets[i], lengths[i]) for i in range(first, end)))
+        if end - first == 1:  # most keys
+            entries: tuple = ((self._offsets[first], self._lengths[first]),)
+        else:
+            entries = tuple(zip(self._offsets[first:end].tolist(),
+                                self._lengths[first:end].tolist()))
+        starts = self._head_starts
+        return Match(number, str(self._heads[starts[number]:starts[number + 1]], "utf-8"),
+                     entries)
 
     def _lower_bound(self, needle: bytes) -> int:
         """The first key not below ``needle``. Each probe copies at most
@@ -273,7 +281,7 @@ class Index:
         number = self._lower_bound(needle)
         matches = []
         while number < self.keys and len(matches) < limit and self._has_prefix(number, needle):
-            matches.append(self.match(number))
+            matches.append(self._match(number))
             number += 1
         more = number < self.keys and self._has_prefix(number, needle)
         return SearchResult(matches, more)
@@ -283,7 +291,7 @@ class Index:
         needle = fold(word).encode()
         number = self._lower_bound(needle)
         if number < self.keys and self.key(number) == needle:
-            return self.match(number)
+            return self._match(number)
         return None
 
 

@@ -369,7 +369,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     failed = False
     if "memory" not in args.skip:
-        results["memory"] = measure_memory(data, hosts, wrk, lua, scratch, max(args.seconds // 2, 1))
+        results["memory"] = measure_memory(data, hosts, wrk, lua, scratch,
+                                           max(args.seconds // 2, 1))
         failed |= any("problem" in row for row in results["memory"])
     if "throughput" not in args.skip:
         servers = contenders(data, hosts, gunicorn)

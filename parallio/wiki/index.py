@@ -13,6 +13,10 @@ Layout: a 64-byte header, then these sections, each starting on 8 bytes,
 all numbers in the byte order of the machine that built it (the header says
 which; an index from the other order is refused, not misread)::
 
+    key_prefixes  u64 x keys         key i's first 8 bytes (zero-padded) as a
+                                     big-endian number: they sort as the keys
+                                     do, so the C bisect module narrows a
+                                     search before any bytes are compared
     key_starts    u32 x (keys + 1)   where key i starts in the key text
     head_starts   u32 x (keys + 1)   where headword i starts in the head text
     first_entry   u32 x (keys + 1)   key i's entries are first_entry[i] ..
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from bisect import bisect_left, bisect_right
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional, Union
@@ -85,6 +90,10 @@ class SearchResult(NamedTuple):
     more: bool
 
 
+def _prefix_number(key: bytes) -> int:
+    return int.from_bytes(key[:8].ljust(8, b"\0"), "big")
+
+
 def _aligned(size: int) -> int:
     return -(-size // 8) * 8
 
@@ -92,7 +101,8 @@ def _aligned(size: int) -> int:
 def _layout(keys: int, entries: int, key_text: int, head_text: int,
             title: int) -> tuple[list[tuple[int, int]], int]:
     """The (offset, size) of each section, in order, and the total size."""
-    sizes = [4 * (keys + 1)] * 3 + [8 * entries, 4 * entries, key_text, head_text, title]
+    sizes = [8 * keys] + [4 * (keys + 1)] * 3 + [8 * entries, 4 * entries, key_text,
+                                                 head_text, title]
     sections = []
     offset = _HEADER.size
     for size in sizes:
@@ -149,6 +159,7 @@ def build_index(records: Iterable[Record], text_size: int, title: str = "") -> b
             raise ValueError(f"too many {what} for the index format ({value}; under 2**32)")
     title_bytes = title.encode()
     sections = [
+        struct.pack(f"={len(keys)}Q", *map(_prefix_number, keys)),
         struct.pack(f"={len(key_starts)}I", *key_starts),
         struct.pack(f"={len(head_starts)}I", *head_starts),
         struct.pack(f"={len(first_entry)}I", *first_entry),
@@ -200,13 +211,14 @@ class Index:
             raise IndexFormatError(f"the index has {len(view)} bytes where its header says "
                                    f"{total}: truncated or damaged, rebuild it")
         parts = [view[offset:offset + size] for offset, size in sections]
-        self._key_starts = parts[0].cast("I")
-        self._head_starts = parts[1].cast("I")
-        self._first_entry = parts[2].cast("I")
-        self._offsets = parts[3].cast("Q")
-        self._lengths = parts[4].cast("I")
-        self._keys = parts[5]
-        self._heads = parts[6]
+        self._key_prefixes = parts[0].cast("Q")
+        self._key_starts = parts[1].cast("I")
+        self._head_starts = parts[2].cast("I")
+        self._first_entry = parts[3].cast("I")
+        self._offsets = parts[4].cast("Q")
+        self._lengths = parts[5].cast("I")
+        self._keys = parts[6]
+        self._heads = parts[7]
         if (self._key_starts[keys] != key_text or self._head_starts[keys] != head_text
                 or self._first_entry[keys] != entries):
             raise IndexFormatError("the index's sections disagree with its header: rebuild it")
@@ -218,7 +230,7 @@ class Index:
         self.text_size = text_size
         #: A hash of the index's content: the same source gives the same id.
         self.build_id = build_id
-        self.title = parts[7].tobytes().decode()
+        self.title = parts[8].tobytes().decode()
         self.nbytes = total
 
     def __len__(self) -> int:
@@ -251,12 +263,19 @@ class Index:
                      entries)
 
     def _lower_bound(self, needle: bytes) -> int:
-        """The first key not below ``needle``. Each probe copies at most
-        len(needle) bytes: a key cut to that length orders against the
-        needle as the whole key does, equality meaning "not below"."""
+        """The first key not below ``needle``.
+
+        A key whose prefix number is below (above) the needle's is below
+        (above) the needle, so bisecting the prefix numbers leaves only the
+        keys that share the needle's first 8 bytes to compare as bytes. Each
+        such probe copies at most len(needle) bytes: a key cut to that length
+        orders against the needle as the whole key does, equality meaning
+        "not below"."""
+        prefix = _prefix_number(needle)
+        low = bisect_left(self._key_prefixes, prefix)
+        high = bisect_right(self._key_prefixes, prefix, low)
         starts, text = self._key_starts, self._keys
         size = len(needle)
-        low, high = 0, self.keys
         while low < high:
             middle = (low + high) >> 1
             start = starts[middle]
@@ -278,13 +297,20 @@ class Index:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, not {limit}")
         needle = fold(prefix).encode()
-        number = self._lower_bound(needle)
-        matches = []
-        while number < self.keys and len(matches) < limit and self._has_prefix(number, needle):
-            matches.append(self._match(number))
-            number += 1
-        more = number < self.keys and self._has_prefix(number, needle)
-        return SearchResult(matches, more)
+        first = self._lower_bound(needle)
+        if len(needle) <= 8 and not needle.endswith(b"\0"):
+            # The keys with this prefix are those below the next prefix
+            # number. (A needle ending in NUL could also take in a key one
+            # shorter, which pads with the same zero.)
+            shift = 64 - 8 * len(needle)
+            bound = ((_prefix_number(needle) >> shift) + 1) << shift
+            end = bisect_left(self._key_prefixes, bound, first)
+        else:
+            end = first
+            while end < self.keys and end - first <= limit and self._has_prefix(end, needle):
+                end += 1
+        shown = range(first, min(end, first + limit))
+        return SearchResult([self._match(number) for number in shown], end - first > limit)
 
     def lookup(self, word: str) -> Optional[Match]:
         """The key ``word`` folds to, or None."""

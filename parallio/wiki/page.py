@@ -53,7 +53,8 @@ _TEMPLATE = r"""<!DOCTYPE html>
   </section>
   <article id="entry">
     <h2 id="entry-word"></h2>
-    <pre id="entry-text"><span class="hint">Results appear as you type; pick one to read it.</span></pre>
+    <pre id="entry-text"><span class="hint">Results appear as you type; pick one to read it.</span
+    ></pre>
   </article>
 </main>
 <script>

@@ -108,7 +108,7 @@ def test_what_is_not_an_index_is_refused(damage, message):
 def test_sections_that_disagree_with_the_header_are_refused():
     data = bytearray(build_index(records_of(WORDS), TEXT_SIZE))
     keys = struct.unpack_from("=Q", data, 16)[0]
-    struct.pack_into("=I", data, 64 + 4 * keys, 1)  # the last key_starts entry
+    struct.pack_into("=I", data, 64 + 8 * keys + 4 * keys, 1)  # the last key_starts entry
     with pytest.raises(IndexFormatError, match="disagree"):
         Index(bytes(data))
 
@@ -187,6 +187,19 @@ def test_lookup_is_exact_up_to_case(index):
     assert index.lookup("") is None
     with pytest.raises(IndexError):
         index.match(index.keys)
+
+
+def test_prefixes_near_the_8_byte_numbers():
+    words = ["a", "a\0", "a\0b", "ab", "abcdefgh", "abcdefghi", "abcdefgz", "\U0010ffff" * 3]
+    index = Index(build_index(records_of(words), TEXT_SIZE))
+    cases = {"a\0": ["a\0", "a\0b"], "a": ["a", "a\0", "a\0b", "ab", "abcdefgh",
+                                             "abcdefghi", "abcdefgz"],
+             "abcdefgh": ["abcdefgh", "abcdefghi"], "abcdefghi": ["abcdefghi"],
+             "abcdefg": ["abcdefgh", "abcdefghi", "abcdefgz"], "\U0010ffff" * 2: [
+                 "\U0010ffff" * 3], "\U0010ffff" * 4: []}
+    for prefix, expected in cases.items():
+        assert headwords(index.search(prefix, 10).matches) == expected, prefix
+        assert index.search(prefix, max(len(expected) - 1, 0)).more == bool(expected), prefix
 
 
 word = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=6)

@@ -36,7 +36,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 from ..bench import servers as srv
@@ -129,6 +129,8 @@ def start(server: Server, scratch: Path) -> None:
                                    server.port, scratch / f"{server.port}.log", cpus=None)
     try:
         server.running.wait_ready()
+        if server.family == "parallio":
+            worker_reports(server.port, server.workers, lambda reports: True)
     except ServerFailed as exc:
         server.problem = f"did not start: {exc}"
 
@@ -171,15 +173,18 @@ def _smaps_figures(pid: int, mapping_name: str) -> tuple[int, int, int, int]:
     return pss, rss, index_pss, index_rss
 
 
-def searches_per_worker(port: int, workers: int, timeout: float = 5.0) -> list[int]:
-    """Each worker's searches, from /stats, once every worker has served
-    some (their reports come every second) or ``timeout`` passed."""
+def worker_reports(port: int, workers: int, until: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The per-worker counters of a wiki server's /stats, once ``until``
+    holds for them (each worker reports every second) or ``timeout`` passed.
+    A worker reports once it serves: a load that started before every
+    worker listened would leave the late ones without connections."""
     deadline = time.monotonic() + timeout
     while True:
         [reply] = srv.http_get(port, ["/stats"])
-        counts = [report["searches"] for report in json.loads(reply.body)["workers"]]
-        if (len(counts) == workers and all(counts)) or time.monotonic() > deadline:
-            return counts
+        reports = json.loads(reply.body)["workers"]
+        if (len(reports) == workers and until(reports)) or time.monotonic() > deadline:
+            return reports
         time.sleep(0.25)
 
 
@@ -213,10 +218,12 @@ def measure_memory(data: str, hosts: list[str], wrk: str, lua: str, scratch: Pat
                 if server.problem:
                     rows.append({"host": host, "workers": workers, "problem": server.problem})
                     continue
+                worker_reports(port, workers, lambda reports: True)
                 # Load first, so each worker has searched and mapped what it reads.
                 run_wrk(wrk, f"http://127.0.0.1:{port}/", connections=16, duration_s=seconds,
                         lua=lua)
-                searches = searches_per_worker(port, workers)
+                searches = [report["searches"] for report in worker_reports(
+                    port, workers, lambda reports: all(r["searches"] for r in reports))]
                 pids = server.running.pids()
                 per_process = [_smaps_figures(pid, mapping) for pid in pids]
                 rows.append({
@@ -299,27 +306,30 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     rows = results["throughput"]
     if rows:
-        asyncio_rps = {row["workers"]: row["rps"] for row in rows
-                       if row["family"] == "asyncio" and row.get("rps")}
+        asyncio_rows = {row["workers"]: row for row in rows
+                        if row["family"] == "asyncio" and row.get("rps")}
         flask_rps = next((row["rps"] for row in rows if row["family"] == "flask"
                           and row.get("rps")), None)
         lines += [f"### /search throughput (random real prefixes, wrk -t1 "
                   f"-c{results['settings']['connections']}, {results['settings']['seconds']} s x "
                   f"{results['settings']['rounds']} rounds, medians)", "",
                   "| server | workers | req/s | p50 ms | p99 ms | CPU µs/req | "
-                  "x asyncio (same workers) | x flask (2 workers) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "req/s x asyncio (same workers) | CPU/req x asyncio | req/s x flask |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             if not row.get("rps"):
                 lines.append(f"| {row['name']} | {row['workers']} | {row.get('problem', '')} "
-                             "||||||")
+                             "|||||||")
                 continue
-            versus_asyncio = (f"{row['rps'] / asyncio_rps[row['workers']]:.2f}"
-                              if row["workers"] in asyncio_rps else "-")
+            peer = asyncio_rows.get(row["workers"])
+            versus_asyncio = f"{row['rps'] / peer['rps']:.2f}" if peer else "-"
+            cpu_versus_asyncio = (f"{row['cpu_us_per_request'] / peer['cpu_us_per_request']:.2f}"
+                                  if peer else "-")
             versus_flask = f"{row['rps'] / flask_rps:.2f}" if flask_rps else "-"
             lines.append(f"| {row['name']} | {row['workers']} | {row['rps']:,.0f} | "
                          f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                         f"{row['cpu_us_per_request']:.0f} | {versus_asyncio} | {versus_flask} |")
+                         f"{row['cpu_us_per_request']:.0f} | {versus_asyncio} | "
+                         f"{cpu_versus_asyncio} | {versus_flask} |")
     return "\n".join(lines) + "\n"
 
 

@@ -256,17 +256,27 @@ class Wiki:
         if path is None:
             with self._lock:
                 if self._text is None:
-                    descriptor = os.open(self.text_path, os.O_RDONLY | os.O_CLOEXEC)
-                    size = os.fstat(descriptor).st_size
-                    if size != self.index.text_size:
-                        os.close(descriptor)
-                        log.error("wiki: %s changed since the server started (%d bytes, the "
-                                  "index says %d): restart it", self.text_path, size,
-                                  self.index.text_size)
-                        raise HttpError(503, "the data changed: restart the server")
-                    self._text = f"/proc/self/fd/{descriptor}"
+                    self._text = self._open_text()
                 path = self._text
+        if not path:
+            raise HttpError(503, "the text is missing or changed: restart the server")
         return path
+
+    def _open_text(self) -> str:
+        """The /proc path of the text, opened now; "" (said once) when it
+        cannot be opened or is not the text the index was built for."""
+        try:
+            descriptor = os.open(self.text_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.error("wiki: cannot open the text: %s", exc)
+            return ""
+        size = os.fstat(descriptor).st_size
+        if size != self.index.text_size:
+            os.close(descriptor)
+            log.error("wiki: %s changed since the server started (%d bytes, the index says "
+                      "%d): restart it", self.text_path, size, self.index.text_size)
+            return ""
+        return f"/proc/self/fd/{descriptor}"
 
     def server(self) -> HttpServer:
         """A new HttpServer with the wiki's routes."""

@@ -121,6 +121,17 @@ class Browser:
                       unmodifiedText=character)
             self.page("Input.dispatchKeyEvent", type="keyUp", key=character)
 
+    #: Keys press() knows: their DOM key code.
+    KEY_CODES = {"ArrowDown": 40, "ArrowUp": 38, "Enter": 13}
+
+    def press(self, key: str) -> None:
+        """One press of a named key (ArrowDown, ArrowUp, Enter)."""
+        code = self.KEY_CODES[key]
+        self.page("Input.dispatchKeyEvent", type="rawKeyDown", key=key, code=key,
+                  windowsVirtualKeyCode=code, nativeVirtualKeyCode=code)
+        self.page("Input.dispatchKeyEvent", type="keyUp", key=key, code=key,
+                  windowsVirtualKeyCode=code, nativeVirtualKeyCode=code)
+
     def click(self, selector: str) -> None:
         """A left click in the middle of the element ``selector`` finds."""
         box = self.wait_for(

@@ -99,6 +99,14 @@ def test_search_as_you_type(request, corpus, chromium, tmp_path):
                 browser.wait_for(
                     f"document.getElementById('entry-text').textContent"
                     f".includes({json.dumps(scenario.cross_shows)})", "the cross reference")
+                # The keyboard: down twice from the box, then Enter, opens the second result.
+                browser.click("#q")
+                for key in ("ArrowDown", "ArrowDown", "Enter"):
+                    browser.press(key)
+                browser.wait_for(f"document.getElementById('entry-word').textContent === "
+                                 f"{json.dumps(shown[1])}", f"the entry of {shown[1]}")
+                assert browser.evaluate("document.getElementById('result-1')"
+                                        ".getAttribute('aria-selected')") == "true"
             finally:
                 browser.close()
     finally:

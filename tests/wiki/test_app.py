@@ -3,7 +3,6 @@ entries with byte ranges, raw offsets, the page, per-worker stats."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from urllib.parse import quote
@@ -193,40 +192,3 @@ def test_stats_has_every_workers_counters(server):
     assert "parallio_workers 2" in stats["prometheus"]
     assert f'host="{host}"' in stats["prometheus"]
 
-
-def test_a_rebuild_while_serving_never_mixes_index_and_text(tmp_path):
-    """Each worker keeps the text it opened first; one that would open a
-    text its index does not describe answers 503."""
-    from parallio.wiki.build import Progress, build
-
-    from .dictd_files import SAMPLE, write_dictd
-
-    index_path, text_path = write_dictd(tmp_path / "sample")
-    data = tmp_path / "data"
-    build(str(index_path), str(text_path), str(data), Progress(io.StringIO()))
-    longer = [(headwords, body.replace("n.", "noun.")) for headwords, body in SAMPLE]
-    new_index, new_text = write_dictd(tmp_path / "longer", longer)
-    served = Wiki(data)
-    served.prepare(workers=1)
-    try:
-        with serving(served, ("threads", "epoll")) as runtime:
-            address = address_of(runtime)
-            before = get(address, "/entry/apple")
-            assert before.status == 200
-            build(str(new_index), str(new_text), str(data), Progress(io.StringIO()))
-            after = get(address, "/entry/apple")
-            assert (after.status, after.body) == (200, before.body)
-    finally:
-        served.close()
-    stale = Wiki(data)
-    stale.prepare(workers=1)  # the new index and text ...
-    try:
-        with serving(stale, ("threads", "epoll")) as runtime:
-            # ... and, before any worker opened it, a text of another size.
-            (data / TEXT_NAME).write_bytes(b"x" * 10)
-            reply = get(address_of(runtime), "/entry/apple")
-            assert reply.status == 503
-            assert b"restart the server" in reply.body
-            assert get(address_of(runtime), "/search?q=ap").status == 200
-    finally:
-        stale.close()

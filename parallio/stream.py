@@ -103,9 +103,8 @@ class Stream:
     __slots__ = (
         "loop", "engine", "handle", "_inflight", "_inflight_size", "_inflight_id",
         "_inflight_pieces", "_queue", "_queued_bytes", "_corked", "_held", "_held_id",
-        "_reading", "_closing",
-        "_closed", "_eof", "_over_water", "_high_water", "_low_water", "_linger",
-        "_on_sent_callback", "_sent_total", "_drain_waiter", "__weakref__",
+        "_reading", "closing", "closed", "_eof", "_over_water", "_high_water", "_low_water",
+        "_linger", "_on_sent_callback", "_sent_total", "_drain_waiter", "__weakref__",
     )
 
     def __init__(self, loop: Loop, handle: Handle) -> None:
@@ -129,8 +128,10 @@ class Stream:
         self._held: Any = None
         self._held_id = 0
         self._reading = False
-        self._closing = False
-        self._closed = False
+        #: A close was asked for, or happened (read-only).
+        self.closing = False
+        #: The connection is closed (read-only).
+        self.closed = False
         self._eof = False
         self._over_water = False
         self._high_water = HIGH_WATER
@@ -159,7 +160,7 @@ class Stream:
 
     # -- reading ------------------------------------------------------------
     def _start_reading(self) -> None:
-        if not self._reading and not self._closing:
+        if not self._reading and not self.closing:
             self._reading = True
             self.engine.start_reading(self.handle, self._on_data)
 
@@ -231,7 +232,7 @@ class Stream:
         elif self._inflight is None:
             if self._queue:
                 self._pump()
-            elif self._closing and not self._closed:
+            elif self.closing and not self.closed:
                 self._close_gracefully()
 
     def _pump(self) -> None:
@@ -243,7 +244,7 @@ class Stream:
                 if not piece.remaining:
                     queue.popleft()
                     self._file_done(piece)
-                    if self._closed:
+                    if self.closed:
                         return
                     continue
                 self._inflight = piece
@@ -275,11 +276,11 @@ class Stream:
                     self._inflight = buffers
                     self.engine.sendmsg(self.handle, buffers, self._on_sent_callback)
             return
-        if self._closing and not self._closed:
+        if self.closing and not self.closed:
             self._close_gracefully()
 
     def _on_sent(self, sent: int) -> None:
-        if self._closed:
+        if self.closed:
             return
         inflight = self._inflight
         self._inflight = None
@@ -299,7 +300,7 @@ class Stream:
                 self._queue.appendleft(rest)
             elif self._inflight_id:
                 self._piece_sent(self._inflight_id)
-                if self._closed:
+                if self.closed:
                     return
         elif pieces < 0:
             piece = inflight
@@ -312,7 +313,7 @@ class Stream:
                 assert self._queue is not None
                 self._queue.popleft()
                 self._file_done(piece)
-                if self._closed:
+                if self.closed:
                     return
         else:
             self._queued_bytes -= sent
@@ -320,22 +321,22 @@ class Stream:
             # a report may write, and so start the next send from the queue.
             for send_id in self._consume(pieces, sent):
                 self._piece_sent(send_id)
-                if self._closed:
+                if self.closed:
                     return
         if self._over_water and self._queued_bytes < self._low_water:
             self._over_water = False
             self._under_low_water()
-            if self._closed:
+            if self.closed:
                 return
         if self._drain_waiter is not None and self._queued_bytes < self._low_water:
             waiter, self._drain_waiter = self._drain_waiter, None
             waiter()
-            if self._closed:
+            if self.closed:
                 return
         if self._inflight is None and not self._corked:
             if self._queue:
                 self._pump()
-            elif self._closing:
+            elif self.closing:
                 self._close_gracefully()
 
     def _consume(self, pieces: int, sent: int) -> list[int]:
@@ -396,19 +397,12 @@ class Stream:
         return self._queued_bytes
 
     # -- closing --------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def close(self) -> None:
         """Close once everything queued has been sent."""
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         self._stop_reading()
         if self._inflight is None and not self._queue and not self._corked:
             # Not at once: the running callback may still queue what to send
@@ -416,7 +410,7 @@ class Stream:
             self.loop.call_later(0, self._close_if_drained)
 
     def _close_if_drained(self) -> None:
-        if not self._closed and self._inflight is None and not self._queue:
+        if not self.closed and self._inflight is None and not self._queue:
             self._close_gracefully()
 
     def _close_gracefully(self) -> None:
@@ -451,15 +445,15 @@ class Stream:
         self._abort(None)
 
     def _abort(self, exc: BaseException | None) -> None:
-        if not self._closed:
-            self._closing = True
+        if not self.closed:
+            self.closing = True
             self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._closing = True
+        self.closed = True
+        self.closing = True
         self._reading = False
         if self._linger is not None:
             self._linger[0].cancel()

@@ -50,7 +50,7 @@ class HttpProtocol:
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
-                 "charged", "worker_http")
+                 "sent_seen", "charged", "worker_http", "holding")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
@@ -69,8 +69,13 @@ class HttpProtocol:
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
+        #: What the transport had sent at the last sweep.
+        self.sent_seen = 0
         #: What this connection's unfinished request holds of the budget.
         self.charged = 0
+        #: The last request's response is still being produced (a stream):
+        #: requests pipelined behind it are held until it ends.
+        self.holding = False
         self.worker_http = worker_http = transport.loop.extension(WorkerHttp)
         worker_http.add(self)
 
@@ -110,7 +115,7 @@ class HttpProtocol:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
                 keep_alive = self._failed(transport, request)
-            if self.response_in_progress():
+            if self.holding:
                 return  # the requests behind it wait for its end
             if not keep_alive or transport.closing:
                 transport.close()
@@ -118,11 +123,6 @@ class HttpProtocol:
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
-
-    def response_in_progress(self) -> bool:
-        """True while the last request's response is still being produced
-        (a stream): requests pipelined behind it are held until it ends."""
-        return False
 
     def _failed(self, transport: "Transport", request: Request) -> bool:
         log.exception("%s failed on %s %s", type(self).__qualname__,
@@ -157,11 +157,7 @@ class HttpProtocol:
         transport = self.transport
         if transport.closing:
             return
-        if self.active:
-            self.active = False
-            self.quiet = 0.0
-        else:
-            self.quiet += elapsed
+        self._note_progress(elapsed)
         parser = self.parser
         if parser.head_in_progress:
             if self.served != self.served_seen:
@@ -177,6 +173,17 @@ class HttpProtocol:
                 else:
                     transport.close()
         self.served_seen = self.served
+
+    def _note_progress(self, elapsed: float) -> None:
+        """Input that arrived or output the client took since the last
+        sweep resets the quiet time; else it grows by ``elapsed``."""
+        sent = self.transport.bytes_sent
+        if self.active or sent != self.sent_seen:
+            self.active = False
+            self.sent_seen = sent
+            self.quiet = 0.0
+        else:
+            self.quiet += elapsed
 
 
 class WorkerHttp:

@@ -140,7 +140,7 @@ _SCHEME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 # version, field section (each line with its CRLF).
 _HEAD = re.compile(
     rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n"
-    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)")
+    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
 # The fields that decide framing, routing or connection handling.
 _SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
 # Those fields, found in a lowercased field section that begins with LF.
@@ -287,6 +287,8 @@ class Request:
 
     With a streaming parser, ``has_body`` says whether body pieces follow
     the head; ``body`` stays empty.
+
+    ``headers`` is made on first use from the head's field section.
     """
 
     __slots__ = (
@@ -296,7 +298,7 @@ class Request:
         "path",
         "query",
         "http_version",
-        "headers",
+        "_headers",
         "body",
         "trailers",
         "keep_alive",
@@ -312,7 +314,7 @@ class Request:
         raw_path: str,
         query: str,
         http_version: tuple[int, int],
-        headers: Headers,
+        headers: Union[Headers, bytes],
         keep_alive: bool,
         expect_continue: bool,
         authority: str = "",
@@ -325,13 +327,21 @@ class Request:
         self.path = unquote(raw_path, errors="replace") if "%" in raw_path else raw_path
         self.query = query
         self.http_version = http_version
-        self.headers = headers
+        # A Headers, or the raw field section to make one of when asked.
+        self._headers = headers
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.authority = authority
         self.body = body
         self.trailers = trailers
         self.has_body = False
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers.__class__ is bytes:
+            headers = self._headers = Headers(section=headers)  # type: ignore[arg-type]
+        return headers  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         major, minor = self.http_version
@@ -600,7 +610,7 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int],
 _CHUNKED = -1  # body length meaning "chunked"
 
 #: Request's constructor arguments before the body.
-_HeadFields = tuple[str, str, str, str, tuple[int, int], Headers, bool, bool, str]
+_HeadFields = tuple[str, str, str, str, tuple[int, int], Union[Headers, bytes], bool, bool, str]
 
 
 def _framing(version: tuple[int, int], special: list[tuple[str, str]],
@@ -683,14 +693,10 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     return fields, body_length
 
 
-def _special_fields(block: Buffer) -> list[tuple[str, str]]:
-    """The fields in ``_SPECIAL`` of a validated field section ``block``
-    that starts with the LF ending the request line, values lowercased
-    (every one of them is case-insensitive): one search in C, far cheaper
-    than splitting every field."""
-    keys = _SPECIAL_KEYS
-    return [(keys[name], value.rstrip(b"\t ").decode("latin-1"))
-            for name, value in _SPECIAL_LINE.findall(block.lower())]
+# Host values already found valid, so the same Host on every request of a
+# connection (of every connection, mostly) costs one lookup. Bounded, as the
+# name caches are: a client inventing hosts cannot grow it.
+_VALID_HOSTS: dict[bytes, str] = {}
 
 
 def _check_host(host: str) -> None:
@@ -700,46 +706,57 @@ def _check_host(host: str) -> None:
         _check_authority(host, "Host")
 
 
-def _parse_common_head(buf: Buffer, start: int, end: int,
-                       limits: Limits) -> Optional[tuple[_HeadFields, int]]:
-    """The head ``buf[start:end]`` (its final CRLFCRLF at ``end``) parsed in
-    one expression; None when it is not the common shape (another target
+def _valid_host(raw: bytes) -> str:
+    """A lowercased Host value (the cache's key), checked; as str."""
+    host = _VALID_HOSTS.get(raw)
+    if host is None:
+        host = raw.decode("latin-1")
+        _check_host(host)
+        if len(_VALID_HOSTS) < _CACHE_MAX:
+            _VALID_HOSTS[raw] = host
+    return host
+
+
+def _parse_common_head(buf: Buffer, start: int,
+                       limits: Limits) -> Optional[tuple[Request, int, int]]:
+    """The head at ``buf[start:]``, if it is there whole and of the common
+    shape, parsed in one expression: (request, body length, where the head
+    ends). None when it is not there, or not of that shape (another target
     form, another version, anything malformed, a limit reached) and
     :func:`_parse_head` must decide. Accepts exactly what that accepts."""
-    match = _HEAD.fullmatch(buf, start, end + 2)
+    match = _HEAD.match(buf, start)
     if match is None:
         return None
     method_bytes, target_bytes, minor, section = match.groups()
-    if (len(section) > limits.max_header_block
-            or match.end(2) - start + 9 > limits.max_request_line
-            or section.count(b"\n") > limits.max_headers or b"#" in target_bytes):
-        return None
     method = _METHOD_BYTES.get(method_bytes)
-    if method is None or method == "CONNECT":
+    size = len(section)
+    if (method is None or method == "CONNECT" or size > limits.max_header_block
+            or match.end(2) - start + 9 > limits.max_request_line or b"#" in target_bytes
+            or size > 4 * limits.max_headers and section.count(b"\n") > limits.max_headers):
         return None
     target = target_bytes.decode("ascii")
     raw_path, _, query = target.partition("?")
     version = (1, 1) if minor == b"1" else (1, 0)
-    special = _special_fields(buf[match.start(4) - 1:end + 2])
-    if len(special) == 2 and special[0][0] == "host" and special[1][0] == "connection":
-        # The usual pair, decided here: a plain Host and one Connection token.
-        host = special[0][1]
-        _check_host(host)
-        token = special[1][1].lower()
-        if token == "keep-alive":
-            keep_alive = True
-        elif token == "close":
-            keep_alive = False
-        else:
-            keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
-            return (method, target, raw_path, query, version, Headers(section=section),
-                    keep_alive, expect_continue, host), body_length
-        return (method, target, raw_path, query, version, Headers(section=section),
-                keep_alive, False, host), 0
+    end = match.end()
+    found = _SPECIAL_LINE.findall(buf[match.start(4) - 1:end].lower())
+    count = len(found)
+    if count and found[0][0] == b"host" and (
+            count == 1 or count == 2 and found[1][0] == b"connection"):
+        # The usual fields, decided here: one Host, at most one Connection
+        # with one token.
+        host = _valid_host(found[0][1].rstrip(b"\t "))
+        if count == 1:
+            return Request(method, target, raw_path, query, version, section,
+                           version == (1, 1), False, host), 0, end
+        token = found[1][1].rstrip(b"\t ")
+        if token == b"keep-alive" or token == b"close":
+            return Request(method, target, raw_path, query, version, section,
+                           token == b"keep-alive", False, host), 0, end
+    keys = _SPECIAL_KEYS
+    special = [(keys[name], value.rstrip(b"\t ").decode("latin-1")) for name, value in found]
     keep_alive, expect_continue, body_length, found_host = _framing(version, special, limits)
-    fields = (method, target, raw_path, query, version, Headers(section=section), keep_alive,
-              expect_continue, found_host or "")
-    return fields, body_length
+    return Request(method, target, raw_path, query, version, section, keep_alive, expect_continue,
+                   found_host or ""), body_length, end
 
 
 # --- the parser ---------------------------------------------------------------
@@ -776,7 +793,7 @@ class RequestParser:
         "_remaining",
         "_body_size",
         "_trailers",
-        "_continue",
+        "wants_continue",
         "_stream",
     )
 
@@ -802,7 +819,12 @@ class RequestParser:
         self._remaining = 0  # body or chunk bytes still to read
         self._body_size = 0  # decoded body bytes so far (chunked)
         self._trailers = _NO_HEADERS
-        self._continue = False
+        #: True while a request sent ``Expect: 100-continue``, its head is
+        #: complete, no byte of its body has been consumed yet and
+        #: :meth:`continue_sent` was not called: the server should send
+        #: ``HTTP/1.1 100 Continue`` (or a final error response) now.
+        #: Read-only.
+        self.wants_continue = False
         self._stream = stream_bodies
 
     # -- public API ---------------------------------------------------------
@@ -884,17 +906,9 @@ class RequestParser:
         while (request := self.next_request()) is not None:
             yield request
 
-    @property
-    def wants_continue(self) -> bool:
-        """True while a request sent ``Expect: 100-continue``, its head is
-        complete, no byte of its body has been consumed yet and
-        :meth:`continue_sent` was not called: the server should send
-        ``HTTP/1.1 100 Continue`` (or a final error response) now."""
-        return self._continue
-
     def continue_sent(self) -> None:
         """Record that the 100 Continue response went out."""
-        self._continue = False
+        self.wants_continue = False
 
     @property
     def finished(self) -> bool:
@@ -963,24 +977,30 @@ class RequestParser:
     def _read_head(self) -> Optional[Request]:
         buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n\r\n", self._scan if self._scan > pos else pos)
-        if end < 0:
-            self._incomplete_head(buf, pos)
-            return None
-        parsed = _parse_common_head(buf, pos, end, self._limits)
+        scan = self._scan
+        # A head arriving whole (the common case) goes straight to the
+        # expression; one arriving in pieces is searched for its end first,
+        # so that its start is never matched again and again.
+        parsed = _parse_common_head(buf, pos, self._limits) if scan <= pos else None
         if parsed is None:
-            if buf.startswith(b"\r\n", pos):
-                # RFC 9112 §2.2: ignore empty lines before the request line
-                # (some clients send a stray CRLF after a POST body).
-                while buf.startswith(b"\r\n", pos):
-                    pos += 2
-                self._pos = pos
-                return self._read_head()
-            parsed = _parse_head(buf[pos:end], self._limits)
-        fields, body_length = parsed
-        request = Request(*fields)
+            end = buf.find(b"\r\n\r\n", scan if scan > pos else pos)
+            if end < 0:
+                self._incomplete_head(buf, pos)
+                return None
+            if scan > pos:
+                parsed = _parse_common_head(buf, pos, self._limits)
+            if parsed is None:
+                if buf.startswith(b"\r\n", pos):
+                    # RFC 9112 §2.2: ignore empty lines before the request
+                    # line (some clients send a stray CRLF after a POST body).
+                    while buf.startswith(b"\r\n", pos):
+                        pos += 2
+                    self._pos = self._scan = pos
+                    return self._read_head()
+                fields, body_length = _parse_head(buf[pos:end], self._limits)
+                parsed = Request(*fields), body_length, end + 4
+        request, body_length, pos = parsed
         self._line_state = _IN_METHOD
-        pos = end + 4
         if body_length:
             if self._stream:
                 request.has_body = True
@@ -1084,7 +1104,7 @@ class RequestParser:
         self._trailers = _NO_HEADERS
         # Only worth a 100 Continue if the client has sent nothing of the
         # body yet; it may have started without waiting (RFC 9110 §10.1.1).
-        self._continue = request.expect_continue and self._pos >= len(self._buf)
+        self.wants_continue = request.expect_continue and self._pos >= len(self._buf)
 
     def _buffer_body(self) -> Optional[Request]:
         """Buffering parsers: gather the pending request's body."""
@@ -1129,7 +1149,7 @@ class RequestParser:
             take = min(len(buf) - pos, self._remaining)
             if not take:
                 return None
-            self._continue = False
+            self.wants_continue = False
             self._pos = pos + take
             self._remaining -= take
             if not self._remaining:
@@ -1142,7 +1162,7 @@ class RequestParser:
         pos = self._pos
         size = len(buf)
         if pos < size:
-            self._continue = False
+            self.wants_continue = False
         limits = self._limits
         state = self._state
         piece: Optional[bytes] = None

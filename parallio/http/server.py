@@ -356,7 +356,7 @@ class StreamingHttpProtocol(HttpProtocol):
     client that stops reading a response.
     """
 
-    __slots__ = ("stream", "_dispatching", "_held", "_overflow", "sent_seen")
+    __slots__ = ("stream", "_dispatching", "_held", "_overflow")
 
     def connection_made(self, transport: "Transport") -> None:
         HttpProtocol.connection_made(self, transport)
@@ -364,13 +364,13 @@ class StreamingHttpProtocol(HttpProtocol):
         self._dispatching = False
         self._held = 0
         self._overflow = False
-        self.sent_seen = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         HttpProtocol.connection_lost(self, transport, exc)
         stream = self.stream
         if stream is not None:
             self.stream = None
+            self.holding = False
             stream.close()
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
@@ -398,9 +398,6 @@ class StreamingHttpProtocol(HttpProtocol):
         """What :meth:`HttpProtocol.handle_request` is for streaming servers."""
         raise NotImplementedError
 
-    def response_in_progress(self) -> bool:
-        return self.stream is not None
-
     def check_timeouts(self, elapsed: float) -> None:
         transport = self.transport
         if transport.closed:
@@ -409,12 +406,7 @@ class StreamingHttpProtocol(HttpProtocol):
             HttpProtocol.check_timeouts(self, elapsed)
             return
         # Output is waiting: progress is the client taking some of it.
-        sent = transport.bytes_sent
-        if sent != self.sent_seen:
-            self.sent_seen = sent
-            self.quiet = 0.0
-            return
-        self.quiet += elapsed
+        self._note_progress(elapsed)
         if self.quiet > self.idle_timeout:
             # The client has not taken any output for a whole idle timeout:
             # a graceful close would wait forever.
@@ -435,6 +427,7 @@ class StreamingHttpProtocol(HttpProtocol):
         """
         stream = BodyStream(transport, request, make_head)
         self.stream = stream
+        self.holding = True
         return stream
 
     def run_stream(self, stream: BodyStream, iterable: Iterable[Any]) -> None:
@@ -492,6 +485,7 @@ class StreamingHttpProtocol(HttpProtocol):
 
     def _stream_done(self, stream: BodyStream) -> None:
         self.stream = None
+        self.holding = False
         stream.close()
         transport = stream.transport
         if not stream.keep_alive or self._overflow:
@@ -510,6 +504,7 @@ class StreamingHttpProtocol(HttpProtocol):
         transport = stream.transport
         transport.loop.counters.callback_errors += 1
         self.stream = None
+        self.holding = False
         stream.close()
         if transport.closing:
             return

@@ -44,7 +44,8 @@ settings.register_profile(
 settings.register_profile("http-deep", max_examples=5000, deadline=None, database=None, suppress_health_check=_RELAXED)
 ORACLE = settings.get_profile(os.environ.get("PARALLIO_HTTP_PROFILE", "http-ci"))
 
-MAX_BODY = Limits().max_body
+LIMITS = Limits()
+MAX_BODY = LIMITS.max_body
 
 Normalized = tuple  # (method, target, version, headers, body, trailers), all bytes
 
@@ -330,7 +331,10 @@ def run_h11(chunks: list[bytes]) -> Outcome:
                     )
                     outcome.events.append((current, list(event.headers)))
                     outcome.partial = None
-                    connection.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                    # A 2xx to CONNECT would switch h11 to a tunnel; we
+                    # parse on after a CONNECT, as h11 does after a refusal.
+                    status = 405 if current.method == b"CONNECT" else 200
+                    connection.send(h11.Response(status_code=status, headers=[("Content-Length", "0")]))
                     connection.send(h11.EndOfMessage())
                     if connection.their_state is h11.DONE:
                         connection.start_next_cycle()
@@ -363,6 +367,11 @@ ABSOLUTE_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[A-Za-z0-9\-._~%!$&'()*+,
 REQUEST_LINE_RE = re.compile(rb"(\S+) (\S+) HTTP/(\d)\.(\d)")
 H11_REQUEST_LINE_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
 TCHAR_BYTES = TCHAR.encode()
+# A last chunk, whole trailer lines, then a byte no field name starts with.
+TRAILER_START_RE = re.compile(
+    rb"(?:^|\n)0+[ \t]*(?:;[^\r\n]*)?\r\n(?:[" + re.escape(TCHAR_BYTES) + rb"][^\r\n]*\r\n)*"
+    rb"[^" + re.escape(TCHAR_BYTES) + rb"\r]"
+)
 
 
 def target_form_ok(method: bytes, target: bytes) -> bool:
@@ -395,6 +404,8 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
     first_line = start.split(b"\n", 1)[0].rstrip(b"\r")
     if start[:1] and start[0] not in TCHAR_BYTES:
         reasons["not a method's first byte: refused at once (h11 waits unless < 0x21)"] = 400
+    if TRAILER_START_RE.search(rest):
+        reasons["trailer line not starting with a name: refused at once (h11 waits)"] = 400
     if b"\r\n" in start and not H11_REQUEST_LINE_RE.fullmatch(first_line):
         reasons["malformed request line: refused before the head ends"] = 400
     request_line = REQUEST_LINE_RE.fullmatch(first_line)
@@ -418,13 +429,22 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
             reasons["Content-Length over the body limit"] = 413
     if trailers and any(n in (b"content-length", b"transfer-encoding", b"host") for n, _ in trailers):
         reasons["framing or routing field in trailers (RFC 9110 §6.5.1)"] = 400
+    # Size limits (parser.Limits); h11 has only one, far larger.
+    lines = rest.split(b"\r\n")
+    if any(len(line) > LIMITS.max_request_line for line in lines):
+        reasons["a line longer than Limits.max_request_line"] = 414
+    if len(rest) > LIMITS.max_header_block or len(lines) > LIMITS.max_headers:
+        reasons["header or trailer section over Limits.max_header_block or max_headers"] = 431
+    body_lines = rest.partition(b"\r\n\r\n")[2].split(b"\r\n")
+    if any(len(line) > LIMITS.max_chunk_line for line in body_lines):
+        reasons["chunk line longer than Limits.max_chunk_line"] = 400
     return reasons
 
 
 def looser_reasons(rest: bytes) -> list[str]:
     """Why we may accept (or still wait for) what h11 refuses."""
     reasons = []
-    if rest.startswith(b"\r\n"):
+    if rest.startswith(b"\r\n") or rest == b"\r":
         reasons.append("empty lines before the request line are skipped (RFC 9112 §2.2)")
     if re.search(rb"(?:^|\n)[0-9A-Fa-f]+[ \t]+;", rest):
         reasons.append("BWS before a chunk extension (RFC 9112 §7.1.1); h11 refuses it")

@@ -6,6 +6,7 @@ long ones)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -42,3 +43,33 @@ def test_short_fuzzing_pass(tmp_path) -> None:
     print("\n".join(result.line() for result in results))
     assert all(result.ok for result in results), "\n".join(r.line() for r in results if not r.ok)
     assert all(result.inputs for result in results), "\n".join(r.line() for r in results)
+
+
+def _old_range_number(digits: str):
+    # The defect fixed in static.py: over 19 digits, leading zeros included, meant "huge".
+    return 10 ** 19 if len(digits) > 19 else int(digits) if digits.isdigit() else None
+
+
+def _any_value(value):
+    return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+def _any_path(self, path: bytes) -> bytes:
+    return os.path.realpath(path)
+
+
+@pytest.mark.parametrize("name, seed, target, replacement", [
+    ("http-range", "suffix-leading-zeros", "parallio.http.static._number", _old_range_number),
+    ("http-static-paths", "root-_link-out", "parallio.http.static.StaticFiles._inside", _any_path),
+    ("http-response-headers", "splitting", "parallio.http.response.check_header_value", _any_value),
+])
+def test_harnesses_catch_the_defects_they_are_for(monkeypatch, name, seed, target, replacement) -> None:
+    """Each harness fails on its seed once the code under test has the defect
+    the harness guards against (the old Range numbers, no root check,
+    no header value check)."""
+    harness = HARNESSES[name]
+    data = (harness.seed_dir / seed).read_bytes()
+    harness.target(data)
+    monkeypatch.setattr(target, replacement)
+    with pytest.raises(AssertionError):
+        harness.target(data)

@@ -393,7 +393,8 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
     reasons: dict[str, int] = {}
     if re.search(rb"(?<!\r)\n|\r(?!\n)", rest):
         reasons["bare CR or LF: lines end in CRLF only"] = 400
-    if re.search(rb"[\x01-\x08\x0e-\x1f\x7f]", rest):
+    if re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", rest):
+        # (NUL, VT and FF too: h11 refuses them in fields but not in chunk extensions.)
         reasons["control character: h11 lets most CTLs through, RFC 9110 §5.5 forbids them"] = 400
     if re.search(rb"\n[ \t]", rest):
         reasons["obs-fold: h11 unfolds, we refuse (RFC 9112 §5.2 allows either)"] = 400

@@ -2,6 +2,7 @@
 
     python -m tests.fuzz [--runs N] [--seconds T] [HARNESS ...] [-- LIBFUZZER_FLAG ...]
     python -m tests.fuzz --replay PATH ... [--harness NAME]
+    python -m tests.fuzz --merge [HARNESS ...]
     python -m tests.fuzz --list
 
 Fuzzing runs each harness in turn, in a process of its own, for N inputs
@@ -14,6 +15,9 @@ harness crashed or could not run.
 Replay (no atheris needed) runs files, or every file in directories, through
 a harness: the one named, else the one whose name the file's folder has
 (``crashes/NAME/...``, ``corpus/NAME/...``).
+
+Merge adds to the committed seeds what a long run's corpus reaches beyond
+them, so that the CI replay covers it too.
 """
 
 from __future__ import annotations
@@ -49,11 +53,10 @@ class Result:
         return self.returncode == 0 and not self.crashes
 
     def exception(self) -> str:
-        """The last line of the uncaught exception's report in the log."""
+        """The uncaught exception atheris reported (its type and message)."""
         report = self.log.read_text("utf-8", "replace").partition("=== Uncaught Python exception: ===")[2]
-        lines = [line for line in report.splitlines() if line and not line.startswith(" ")]
-        for line in lines:
-            if not line.startswith("Traceback"):
+        for line in report.splitlines():
+            if line and not line.startswith((" ", "Traceback")):
                 return line[:300]
         return "(no Python exception: see the log)"
 
@@ -113,19 +116,43 @@ def fuzz(harness: Harness, work: Path, runs: Optional[int], seconds: Optional[fl
         flags.append(f"-max_total_time={max(1, round(seconds))}")
     if harness.dictionary_path is not None:
         flags.append(f"-dict={harness.dictionary_path}")
-    command = [sys.executable, "-m", "tests.fuzz._worker", harness.name, *flags, *extra,
-               str(corpus), str(seeds)]
     before = set(crashes.iterdir())
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     started = time.monotonic()
-    with open(log, "wb") as output:
-        completed = subprocess.run(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=environment)
+    returncode = run_worker(harness, [*flags, *extra, str(corpus), str(seeds)], log)
     elapsed = time.monotonic() - started
     found = sorted(set(crashes.iterdir()) - before)
-    return Result(harness.name, executed_inputs(log.read_bytes()), elapsed, found,
-                  completed.returncode, log)
+    return Result(harness.name, executed_inputs(log.read_bytes()), elapsed, found, returncode, log)
+
+
+def run_worker(harness: Harness, arguments: list[str], log: Path) -> int:
+    """Run ``harness`` under atheris with libFuzzer ``arguments``, output to ``log``."""
+    environment = dict(
+        os.environ, PARALLIO_FUZZ_HARNESS=harness.name,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # libFuzzer may start the worker again by its path (#!/usr/bin/env python3).
+        PATH=os.pathsep.join(filter(None, [os.path.dirname(sys.executable), os.environ.get("PATH")])))
+    with open(log, "wb") as output:
+        return subprocess.run([sys.executable, "-m", "tests.fuzz._worker", *arguments], cwd=ROOT,
+                              stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=environment).returncode
+
+
+def merge(harness: Harness, work: Path) -> int:
+    """Add to the committed seeds a smallest set of inputs of the grown
+    corpus that reach the coverage they do not (libFuzzer's
+    -set_cover_merge=1); how many were added."""
+    corpus = work / "corpus" / harness.name
+    if not corpus.is_dir():
+        return 0
+    harness.seed_dir.mkdir(parents=True, exist_ok=True)
+    before = set(harness.seed_dir.iterdir())
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    log = work / "logs" / f"{harness.name}.merge.log"
+    returncode = run_worker(harness, ["-set_cover_merge=1", f"-max_len={harness.max_len}",
+                                      str(harness.seed_dir), str(corpus)], log)
+    if returncode:
+        raise RuntimeError(f"merging {harness.name} failed (exit status {returncode}); log: {log}")
+    return len(set(harness.seed_dir.iterdir()) - before)
 
 
 def replay(paths: list[Path], name: Optional[str], known: dict[str, Harness]) -> int:
@@ -164,6 +191,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--replay", type=Path, nargs="+", metavar="PATH",
                         help="run these files (or folders' files) through a harness, no atheris")
     parser.add_argument("--harness", help="the harness for --replay")
+    parser.add_argument("--merge", action="store_true",
+                        help="add to the committed seeds (tests/fuzz/corpus/NAME) the inputs of "
+                        "the grown corpus that reach more coverage")
     parser.add_argument("--list", action="store_true", help="list the harnesses")
     options = parser.parse_args(argv)
     known = harnesses()
@@ -183,6 +213,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"fuzz: atheris is not installed for {sys.executable} (PyPI wheels exist for "
               "CPython 3.11-3.14 on x86_64 Linux); replay needs no atheris", file=sys.stderr)
         return 2
+    if options.merge:
+        for name in options.harnesses or list(known):
+            print(f"{name}: {merge(known[name], options.work)} inputs added to {known[name].seed_dir}")
+        return 0
     runs = options.runs if options.runs is not None or options.seconds is not None else 1_000_000
     results = []
     for name in options.harnesses or list(known):

@@ -8,9 +8,13 @@ Layout:
 * ``http_harnesses.py`` -- the HTTP harnesses: request parser, chunked
   decoder, Range parser, static-file paths, response header writer, parser
   against h11.
-* ``corpus/<harness>/`` -- committed seed inputs, one file each.
+* ``corpus/<harness>/`` -- committed seed inputs, one file each: hand-written
+  ones with descriptive names (``finding-*``: what the fuzzers found), and
+  what long runs reached beyond them (``--merge``; SHA-1 names).
+* ``dictionaries/`` -- libFuzzer dictionaries (tokens the code branches on).
 * ``__main__.py`` -- ``python -m tests.fuzz`` (what ``scripts/fuzz`` runs): fuzz
-  with atheris, or replay files through a harness without it.
+  with atheris, replay files through a harness without it, or merge a long
+  run's corpus into the committed seeds.
 * ``_worker.py`` -- one atheris process per harness (atheris fuzzes one target
   per process and instruments modules as they are first imported).
 

@@ -559,7 +559,7 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int],
     """method, target, raw path, query, version, and the target's
     authority (absolute- and authority-form only)."""
     parts = line.split(" ")
-    if len(parts) != 3 or not line.isascii() or "\t" in line:
+    if len(parts) != 3 or not line.isascii() or "\t" in line or not parts[1]:
         raise HttpError(400, f"malformed request line {line[:64]!r}")
     method, target, version_text = parts
     if version_text == "HTTP/1.1":
@@ -675,16 +675,20 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     arguments and the body length (``_CHUNKED`` for chunked). The reference
     for :func:`_parse_common_head`, and what names the fault in a head that
     one does not take."""
+    # Faults are reported in the order the incremental checks meet them as
+    # bytes arrive, so a head gets the same status however it was cut: the
+    # request line first, then the bytes of the fields, then their size.
     lines = head.decode("latin-1").split("\r\n")
     line_length = len(lines[0])  # latin-1: one character per byte
     if line_length > limits.max_request_line:
         raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
+    _check_field_bytes(head[:line_length], 1)
+    method, target, raw_path, query, version, target_authority = _parse_request_line(lines[0])
+    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
+        raise _head_bytes_error(head)
     # The header section: each field line with its CRLF.
     if len(head) - line_length > limits.max_header_block:
         raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
-    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
-        raise _head_bytes_error(head)
-    method, target, raw_path, query, version, target_authority = _parse_request_line(lines[0])
     items, special = _parse_fields(lines[1:], limits)
     keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
     authority = (target_authority if target_authority is not None else (host or "")).lower()
@@ -1220,11 +1224,12 @@ class RequestParser:
                 if buf[pos : pos + 1] not in (b"", b"\r") and buf[pos] not in TCHAR:
                     raise HttpError(400, "malformed trailer field")
                 break
-            if end - pos > limits.max_header_block:
-                raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
+            # Bytes before size, as the incremental checks above meet them.
             block = buf[pos:end]
             lines = block.decode("latin-1").split("\r\n")
             _check_field_bytes(block, len(lines))
+            if end - pos > limits.max_header_block:
+                raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
             trailers, special = _parse_fields(lines, limits)
             for key, _ in special:
                 if key in _TRAILER_FORBIDDEN:

@@ -11,9 +11,10 @@
   with ``Content-Range``; ranges that overlap or touch are merged first.
   None satisfiable gives 416 with ``Content-Range: bytes */size``. Several
   disjoint ranges are refused by ignoring the header (the RFC's "MAY
-  ignore"): the whole file, 200. So is a malformed header or one listing
-  more than :data:`MAX_RANGES` ranges. ``If-Range`` that does not match
-  (strongly) also means the whole file.
+  ignore"): the whole file, 200. So is a malformed header, one listing
+  more than :data:`MAX_RANGES` ranges, or one with a number of more than 40
+  significant digits (leading zeros do not count). ``If-Range`` that does
+  not match (strongly) also means the whole file.
 * A directory: without its trailing slash, 301 to the slashed path; with
   it, its first index file (``index.html``, ``index.htm``), else a listing if
   enabled, else 403.
@@ -49,10 +50,11 @@ __all__ = ["StaticFiles", "parse_byte_ranges", "requested_range", "range_not_sat
 
 #: A Range header with more range specs than this is ignored (whole file).
 MAX_RANGES = 16
-# Digits past this are a number larger than any file; int() of a huge digit
-# string is slow, and refused past sys.get_int_max_str_digits().
-_MAX_DIGITS = 19
-_HUGE = 10 ** _MAX_DIGITS
+# A byte position has at most 19 digits (st_size < 2**63). A number of more
+# significant digits than this is no position at all, so it is refused by its
+# length, before int(): converting a huge digit string is slow, and refused
+# past sys.get_int_max_str_digits().
+_MAX_SIGNIFICANT_DIGITS = 40
 
 # The standard library's built-in table only: a machine's /etc/mime.types
 # must not change what the server answers.
@@ -81,17 +83,22 @@ def content_type(name: str) -> str:
 
 
 def _number(digits: str) -> Optional[int]:
+    """1*DIGIT as its exact value, or None."""
     if not digits or not digits.isascii() or not digits.isdigit():
         return None
-    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_SIGNIFICANT_DIGITS:
+        return None
+    return int(significant) if significant else 0
 
 
 def parse_byte_ranges(value: str, size: int) -> Optional[list[tuple[int, int]]]:
     """The satisfiable ranges of Range header ``value`` for ``size`` bytes,
     as merged, sorted ``(first, last)`` pairs (inclusive).
 
-    None: the header is to be ignored (not ``bytes``, malformed, or more
-    than :data:`MAX_RANGES` specs). An empty list: nothing is satisfiable
+    None: the header is to be ignored (not ``bytes``, malformed, more than
+    :data:`MAX_RANGES` specs, or a number of more than 40 significant
+    digits). An empty list: nothing is satisfiable
     (416).
     """
     unit, equals, specs = value.partition("=")
@@ -112,12 +119,16 @@ def parse_byte_ranges(value: str, size: int) -> Optional[list[tuple[int, int]]]:
             return None
         if first_text:
             first = _number(first_text)
-            last = _number(last_text) if last_text else _HUGE
-            if first is None or last is None or last < first:
+            if first is None:
                 return None
-            if first >= size:
-                continue
-            ranges.append((first, min(last, size - 1)))
+            if last_text:
+                last = _number(last_text)
+                if last is None or last < first:
+                    return None
+            else:
+                last = size - 1
+            if first < size:
+                ranges.append((first, min(last, size - 1)))
         else:
             suffix = _number(last_text)
             if suffix is None:

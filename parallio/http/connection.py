@@ -43,7 +43,9 @@ class HttpProtocol:
 
     Class attributes configure every connection: ``limits`` (request sizes),
     ``header_timeout`` (seconds a client gets to send a whole request head,
-    counted from its first byte; then 408 and close), ``idle_timeout``
+    counted from its first byte, to within the once-a-second sweep; then
+    408 and close; not counted while output waits for the client to read
+    it), ``idle_timeout``
     (seconds a kept-alive connection may wait for its next request, and a
     request body or a response may go without progress, before it is
     closed).
@@ -65,7 +67,7 @@ class HttpProtocol:
         self.active = True
         #: Seconds without progress, and seconds the current head has taken.
         self.quiet = 0.0
-        self.waiting = 0.0
+        self.waiting: float | None = None
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
@@ -155,24 +157,44 @@ class HttpProtocol:
     def check_timeouts(self, elapsed: float) -> None:
         """The sweep: ``elapsed`` seconds passed since the last one."""
         transport = self.transport
+        if transport.closed:
+            return
+        if transport.write_buffer_size:
+            self._note_progress(elapsed)
+            self._check_output_progress()
+            return
         if transport.closing:
             return
         self._note_progress(elapsed)
         parser = self.parser
         if parser.head_in_progress:
-            if self.served != self.served_seen:
-                self.waiting = 0.0   # the head in progress is a new one
-            self.waiting += elapsed
-            if self.waiting > self.header_timeout:
-                self.refuse(transport, 408, "Request Timeout")
+            if self.waiting is None or self.served != self.served_seen:
+                # A head begun since the last sweep: its clock starts now,
+                # so a head cut between two reads at the moment of a sweep
+                # is not charged the whole interval.
+                self.waiting = 0.0
+            else:
+                self.waiting += elapsed
+                if self.waiting > self.header_timeout:
+                    self.refuse(transport, 408, "Request Timeout")
         else:
-            self.waiting = 0.0
+            self.waiting = None
             if self.quiet > self.idle_timeout:
                 if parser.in_progress:
                     self.refuse(transport, 408, "Request Timeout")  # a body stalled
                 else:
                     transport.close()
         self.served_seen = self.served
+
+    def _check_output_progress(self) -> None:
+        """Output is waiting, so the client is behind on reading (and past
+        the high water mark it is not read from): no head clock runs, as a
+        head cut by that pause is not the client's delay. Progress is the
+        client taking output; a whole idle timeout without any cuts it, as
+        a graceful close would wait forever."""
+        if self.quiet > self.idle_timeout:
+            log.info("closing a connection whose client stopped reading")
+            self.transport.abort()
 
     def _note_progress(self, elapsed: float) -> None:
         """Input that arrived or output the client took since the last

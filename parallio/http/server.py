@@ -399,19 +399,12 @@ class StreamingHttpProtocol(HttpProtocol):
         raise NotImplementedError
 
     def check_timeouts(self, elapsed: float) -> None:
-        transport = self.transport
-        if transport.closed:
-            return
-        if self.stream is None and not transport.write_buffer_size:
+        if self.stream is None:
             HttpProtocol.check_timeouts(self, elapsed)
-            return
-        # Output is waiting: progress is the client taking some of it.
-        self._note_progress(elapsed)
-        if self.quiet > self.idle_timeout:
-            # The client has not taken any output for a whole idle timeout:
-            # a graceful close would wait forever.
-            log.info("closing a connection whose client stopped reading")
-            transport.abort()
+        elif not self.transport.closed:
+            # A response is being produced: progress is the client taking it.
+            self._note_progress(elapsed)
+            self._check_output_progress()
 
     # -- streams ----------------------------------------------------------
     def open_stream(self, transport: "Transport", request: Request,

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..supervision import concurrency_limit
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
@@ -31,6 +32,8 @@ log = logging.getLogger("parallio.http")
 # How often a worker looks for connections past their timeouts; timeouts are
 # therefore enforced to within this many seconds.
 _SWEEP_INTERVAL = 1.0
+#: Seconds an idle keep-alive connection stays open once the server drains.
+DRAIN_GRACE = 1.0
 
 
 class HttpProtocol:
@@ -44,7 +47,8 @@ class HttpProtocol:
     closed).
     """
 
-    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen")
+    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
+                 "draining", "over_limit")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
@@ -61,7 +65,16 @@ class HttpProtocol:
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
-        transport.loop.extension(_Timeouts).add(self)
+        #: The server is stopping (or this connection is over the worker's
+        #: concurrency limit): each response closes the connection.
+        self.draining = False
+        timeouts = transport.loop.extension(_Timeouts)
+        #: Opened while the worker served its --limit-concurrency: 503.
+        self.over_limit = (timeouts.limit is not None
+                           and len(timeouts.connections) >= timeouts.limit)
+        if self.over_limit:
+            self.draining = True
+        timeouts.add(self)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         transport.loop.extension(_Timeouts).discard(self)
@@ -79,8 +92,15 @@ class HttpProtocol:
         """Answer every complete request that is buffered, in order."""
         parser = self.parser
         next_request = parser.next_request
+        counters = transport.loop.counters
         while (request := next_request()) is not None:
             self.served += 1
+            counters.requests += 1
+            if self.draining:
+                if self.over_limit:
+                    self.refuse(transport, 503, "Service Unavailable")
+                    return
+                request.keep_alive = False  # its response says Connection: close
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
@@ -93,6 +113,26 @@ class HttpProtocol:
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
+        elif self.draining and not parser.in_progress:
+            transport.close()  # a response that was running when the drain began ended
+
+    def connection_draining(self, transport: "Transport") -> None:
+        """The server is stopping. A request in progress is answered, with
+        ``Connection: close``; an idle connection stays open for
+        :data:`DRAIN_GRACE` seconds, so that a request already on its way
+        is answered (with ``Connection: close``) rather than met by a closed
+        socket, and is closed then if none came."""
+        self.draining = True
+        if not self._busy():
+            transport.loop.call_later(DRAIN_GRACE, self._close_if_idle, self.served)
+
+    def _busy(self) -> bool:
+        return self.parser.in_progress or self.response_in_progress()
+
+    def _close_if_idle(self, served: int) -> None:
+        transport = self.transport
+        if not transport.closing and self.served == served and not self._busy():
+            transport.close()
 
     def response_in_progress(self) -> bool:
         """True while the last request's response is still being produced
@@ -156,6 +196,8 @@ class _Timeouts:
     def __init__(self, loop: "ProtocolLoop") -> None:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
+        #: Connections served at once before new ones get 503 (None: no limit).
+        self.limit = concurrency_limit(loop)
         self.timer: Any = None
         self.last_sweep = 0.0
 

@@ -181,6 +181,8 @@ class Worker:
         self.connections.add(transport)
         self.connections_total += 1
         transport.start()
+        if self._draining:
+            transport.drain()
         return transport
 
     def _accept_failed(self, listener: _Listener, error: int) -> None:
@@ -301,7 +303,7 @@ class Worker:
         """Tell the main thread when this worker became idle or busy; call it
         whenever what a busy check watches may have changed."""
         if self._draining:
-            if not self.connections:
+            if not self.connections and not self.listeners:
                 self._running = False
             return
         idle = self.is_idle()
@@ -363,12 +365,18 @@ class Worker:
         closing the last descriptor of a listener resets them. A worker
         replaced by a successor leaves them to it."""
         self._draining = True
+        for stream in list(self.connections):
+            stream.drain()
+        # Connections the engine accepted in this turn of the loop are still
+        # to be handed over: they are served (and drained) too, and only
+        # then does the worker stop listening.
+        self.call_later(0, self._stop_listening, last_owner)
+        self.call_later(drain_timeout, self.close_all)
+
+    def _stop_listening(self, last_owner: bool) -> None:
         if last_owner:
             self._accept_backlog()
         self._close_listeners()
-        for stream in list(self.connections):
-            stream.drain()
-        self.call_later(drain_timeout, self.close_all)
         self.report_idle()
 
     def _accept_backlog(self) -> None:

@@ -75,3 +75,22 @@ class Slow:
         return f"{parallio.thread_seq_id()} {os.getpid()}\n"
 
 
+
+
+class Web:
+    """An HTTP fast-path application for the tests under load. ``/who``
+    answers ``worker pid``; ``/hang?S`` blocks its worker S seconds;
+    ``/die?S`` does that, then ends its worker (SystemExit)."""
+
+    http11 = True
+
+    def who(self, transport, request):
+        return f"{parallio.thread_seq_id()} {os.getpid()}".encode()
+
+    def hang(self, transport, request):
+        time.sleep(float(request.query or 0))
+        return self.who(transport, request)
+
+    def die(self, transport, request):
+        time.sleep(float(request.query or 0))
+        raise SystemExit(f"worker {parallio.thread_seq_id()} told to die")

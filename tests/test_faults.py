@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -23,10 +24,11 @@ from parallio import protocol_ref
 from parallio._spec import Supervision
 from parallio.host import InterpretersHost
 from parallio.runtime import make_server
+from parallio.supervision import EXIT_STATUS
 
 from ._http_client import Client, encode_request
 from ._load import Load
-from .conftest import ENGINES, engine_skip_reason
+from .conftest import ENGINES, engine_skip_reason, recv_all, recv_until
 from .test_cli import start_cli, stop
 
 A = "tests._supervision_apps:"
@@ -206,3 +208,106 @@ def test_sigterm_to_the_command_under_load():
             process.kill()
     assert status == 0, err
     assert load.failed_on_connections_made_before(stopped_at) == []
+
+
+def wait_for_log(caplog, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, f"never logged {text!r}"
+        time.sleep(0.05)
+
+
+def test_a_hung_worker_is_noticed(layout, caplog):
+    """With --worker-timeout, a worker that sends no heartbeat is logged;
+    where the host can kill it, it is replaced."""
+    caplog.set_level(logging.WARNING, "parallio")
+    with running("Web", layout, worker_timeout=1.0) as runtime:
+        if layout in KILLABLE:
+            old_pid = pid_of(runtime, 1)
+            started = time.monotonic()
+            os.kill(old_pid, signal.SIGSTOP)
+            wait_for_log(caplog, "worker 1 sent no heartbeat for")
+            assert time.monotonic() - started < 4.0
+            wait_restarted(runtime, 1, old_pid, layout)
+            with client_on_worker(runtime, 1) as client:
+                assert client.get("/who").status == 200
+            assert any("killing" in record.getMessage() for record in caplog.records)
+        else:
+            with client_on_worker(runtime, 1) as client:
+                client.send(encode_request("GET", "/hang?3", [], b""))
+                wait_for_log(caplog, "worker 1 sent no heartbeat for")
+                assert any("cannot stop it" in record.getMessage() for record in caplog.records)
+                assert client.read().status == 200  # it was only slow
+            wait_for_log(caplog, "worker 1 answers again")
+        # The other worker was never taken for hung.
+        assert not any("worker 2" in record.getMessage() for record in caplog.records)
+
+
+def _line(address: tuple, command: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(command + b"\n")
+        return recv_until(sock)
+
+
+@pytest.mark.parametrize("host", ["threads", "interpreters"])
+def test_os_exit_in_an_in_process_worker_ends_the_server_with_a_failure(host):
+    if host == "interpreters" and InterpretersHost.unavailable_reason():
+        pytest.skip(InterpretersHost.unavailable_reason())
+    process, port = start_cli("serve", A + "Faults", "--parallel", host, "--workers", "2")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"exit\n")
+            assert sock.recv(100) == b""
+        status = process.wait(20)
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert status == EXIT_STATUS, err
+    assert re.search(rf"worker \d called os._exit\(0\): in the {host} host that ends its whole "
+                     rf"process", err), err
+
+
+@pytest.mark.parametrize("host", ["threads", "interpreters"])
+def test_a_crash_in_an_in_process_worker_is_logged_and_fails_the_server(host):
+    if host == "interpreters" and InterpretersHost.unavailable_reason():
+        pytest.skip(InterpretersHost.unavailable_reason())
+    process, port = start_cli("serve", A + "Faults", "--parallel", host, "--workers", "2")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"crash\n")
+            assert sock.recv(100) == b""
+        status = process.wait(20)
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert status == -signal.SIGSEGV, err
+    # faulthandler's traceback, to the log: the cause, and which worker.
+    assert "Fatal Python error: Segmentation fault" in err, err
+    assert re.search(r"in parallio_worker_\d", err), err
+    assert "_supervision_apps.py" in err
+
+
+@pytest.mark.parametrize("layout", KILLABLE)
+@pytest.mark.parametrize("fault, ended", [(b"crash", "killed by SIGSEGV"),
+                                          (b"exit", "exited with status")])
+def test_a_fatal_fault_in_a_worker_process_ends_only_it(layout, fault, ended, caplog):
+    if layout == "groups" and InterpretersHost.unavailable_reason():
+        pytest.skip(InterpretersHost.unavailable_reason())
+    caplog.set_level(logging.WARNING, "parallio")
+    with running("Faults", layout) as runtime:
+        served = {_line(address(runtime), b"who").split()[0] for _ in range(20)}
+        assert served == {b"1", b"2"}
+        old_pids = {info["worker"]: info["pid"] for info in runtime.worker_info}
+        with socket.create_connection(address(runtime), timeout=10) as sock:
+            sock.sendall(fault + b"\n")
+            assert recv_all(sock) == b""
+        wait_for_log(caplog, ended)
+        victim = next(int(record.getMessage().split()[2]) for record in caplog.records
+                      if ended in record.getMessage())
+        wait_restarted(runtime, victim, old_pids[victim], layout)
+        survivor = 3 - victim
+        assert {info["worker"]: info["pid"]
+                for info in runtime.worker_info}[survivor] == old_pids[survivor]
+        assert {_line(address(runtime), b"who").split()[0] for _ in range(20)} == {b"1", b"2"}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -43,70 +44,87 @@ _MAX_FDS = 64
 _CLOSE_TIMEOUT = 5.0
 
 
-class _Group:
-    """One group process, and the worker numbers it runs."""
+class _Process:
+    """One group process and the socket it takes start requests on."""
 
-    def __init__(self, index: int, per_process: int) -> None:
-        self.first = index * per_process + 1
-        self.last = self.first + per_process - 1
-        self.process: subprocess.Popen | None = None
-        self.command: socket.socket | None = None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self, log_level: int, shared_fds: list[int]) -> None:
-        """Start the process; it inherits ``shared_fds`` (the services'
-        shared memory) at the same numbers, for every worker it will run."""
+    def __init__(self, log_level: int, shared_fds: list[int]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (f"import sys; sys.path[:] = {sys.path!r}\n{CRASH_REPORTS}"
                 "from parallio.host.groups import serve_group\n"
                 f"serve_group({theirs.fileno()}, {log_level})\n")
         try:
-            self.process = spawn(code, [theirs.detach()], shared_fds)
+            # It inherits shared_fds (the services' shared memory) at the
+            # same numbers, for every worker it will run.
+            self.popen = spawn(code, [theirs.detach()], shared_fds)
         except BaseException:
             ours.close()
             raise
-        self.command = ours
+        self.command: socket.socket | None = ours
+
+    def ended(self) -> bool:
+        """True once the process is gone or going: its end of the command
+        socket closed (known at once, unlike its exit status)."""
+        command = self.command
+        if command is None or self.popen.poll() is not None:
+            return True
+        poller = select.poll()
+        poller.register(command, select.POLLIN)
+        return any(events & (select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def close(self) -> None:
+        """Tell it to end once its workers have."""
         if self.command is not None:
-            self.command.close()  # the group process ends once its workers have
+            self.command.close()
             self.command = None
+
+
+class _Group:
+    """The workers that share one process: numbers first..last."""
+
+    def __init__(self, index: int, per_process: int) -> None:
+        self.first = index * per_process + 1
+        self.last = self.first + per_process - 1
+        self.process: _Process | None = None
 
 
 class GroupWorkerHandle(WorkerHandle):
     """A worker in a group process. Its end shows as its control socket
     closing; killing it kills its whole process."""
 
-    def __init__(self, group: _Group, process: subprocess.Popen) -> None:
+    def __init__(self, group: _Group, process: _Process) -> None:
         self.group = group
         self.process = process
 
     def is_alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.process.ended()
 
     def join(self, timeout: float | None = None) -> None:
-        # An interpreter ends on its own, its process stays: nothing to wait
-        # for, unless the process is what ended (then reap it).
-        if self.process.poll() is None:
-            return
-        self.process.wait()
+        # An interpreter ends on its own and its process stays: nothing to
+        # wait for, unless the process is what ended (then reap it).
+        if self.process.ended():
+            self.process.wait(timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        if self.process.popen.poll() is None:
+            self.process.popen.kill()
             self.process.wait()
 
     def kill_note(self) -> str:
-        return (f"killing its process (pid {self.process.pid}), and with it workers "
+        return (f"killing its process (pid {self.process.popen.pid}), and with it workers "
                 f"{self.group.first}-{self.group.last}")
 
     def describe_exit(self) -> str:
-        code = self.process.poll()
-        if code is None:
+        if not self.process.ended():
             return "ended"
-        return f"ended with its process (pid {self.process.pid}), which {describe_returncode(code)}"
+        code = self.process.wait(1.0)
+        what = "is ending" if code is None else describe_returncode(code)
+        return f"ended with its process (pid {self.process.popen.pid}), which {what}"
 
 
 class InterpreterProcessesHost(Host):
@@ -149,32 +167,31 @@ class InterpreterProcessesHost(Host):
             group = self._groups[index] = _Group(index, self.per_process)
         fds = handed_fds(control_fd, spec)
         try:
-            if not group.alive():
-                group.close()
-                group.start(spec.log_level, spec.extras.get("pass_fds", []))
-            assert group.command is not None and group.process is not None
-            socket.send_fds(group.command, [pickle.dumps(fds)], fds)
+            process = group.process
+            if process is None or process.ended():
+                if process is not None:
+                    process.close()
+                process = group.process = _Process(spec.log_level,
+                                                   spec.extras.get("pass_fds", []))
+            assert process.command is not None
+            socket.send_fds(process.command, [pickle.dumps(fds)], fds)
         except BaseException:
             close_handed_fds(control_fd, spec)
             raise
         for fd in fds:
             os.close(fd)  # the group process has its own copies
-        return GroupWorkerHandle(group, group.process)
+        return GroupWorkerHandle(group, process)
 
     def close(self) -> None:
-        groups = list(self._groups.values())
+        processes = [group.process for group in self._groups.values() if group.process]
         self._groups.clear()
-        for group in groups:
-            group.close()
-        for group in groups:
-            if group.process is None:
-                continue
-            try:
-                group.process.wait(_CLOSE_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log.error("parallio: group process %d did not end; killing it", group.process.pid)
-                group.process.kill()
-                group.process.wait()
+        for process in processes:
+            process.close()
+        for process in processes:
+            if process.wait(_CLOSE_TIMEOUT) is None:
+                log.error("parallio: group process %d did not end; killing it", process.popen.pid)
+                process.popen.kill()
+                process.wait()
 
 
 # -- inside a group process ----------------------------------------------------------

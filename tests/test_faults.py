@@ -249,20 +249,26 @@ def _line(address: tuple, command: bytes) -> bytes:
         return recv_until(sock)
 
 
-@pytest.mark.parametrize("host", ["threads", "interpreters"])
-def test_os_exit_in_an_in_process_worker_ends_the_server_with_a_failure(host):
+def _serve_and_fault(host: str, fault: bytes) -> tuple[int, str]:
+    """Serve Faults on ``host`` from the command line, send ``fault``, and
+    return how the server ended and what it logged."""
     if host == "interpreters" and InterpretersHost.unavailable_reason():
         pytest.skip(InterpretersHost.unavailable_reason())
     process, port = start_cli("serve", A + "Faults", "--parallel", host, "--workers", "2")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"exit\n")
+            sock.sendall(fault + b"\n")
             assert sock.recv(100) == b""
         status = process.wait(20)
-        err = process.stderr.read()
+        return status, process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize("host", ["threads", "interpreters"])
+def test_os_exit_in_an_in_process_worker_ends_the_server_with_a_failure(host):
+    status, err = _serve_and_fault(host, b"exit")
     assert status == EXIT_STATUS, err
     assert re.search(rf"worker \d called os._exit\(0\): in the {host} host that ends its whole "
                      rf"process", err), err
@@ -270,18 +276,7 @@ def test_os_exit_in_an_in_process_worker_ends_the_server_with_a_failure(host):
 
 @pytest.mark.parametrize("host", ["threads", "interpreters"])
 def test_a_crash_in_an_in_process_worker_is_logged_and_fails_the_server(host):
-    if host == "interpreters" and InterpretersHost.unavailable_reason():
-        pytest.skip(InterpretersHost.unavailable_reason())
-    process, port = start_cli("serve", A + "Faults", "--parallel", host, "--workers", "2")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"crash\n")
-            assert sock.recv(100) == b""
-        status = process.wait(20)
-        err = process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
+    status, err = _serve_and_fault(host, b"crash")
     assert status == -signal.SIGSEGV, err
     # faulthandler's traceback, to the log: the cause, and which worker.
     assert "Fatal Python error: Segmentation fault" in err, err

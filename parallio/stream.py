@@ -86,6 +86,10 @@ class _Piece:
         self.send_id = send_id  # non-zero when its completion is reported
 
 
+def _ignore_result(result: int) -> None:
+    """What a closed stream's completions reach (the engine drops them)."""
+
+
 def _size(data: Buffer) -> int:
     return len(data) if data.__class__ is bytes else memoryview(data).nbytes
 
@@ -477,6 +481,9 @@ class Stream:
                     piece.file.close()
         self._inflight = self._held = self._drain_waiter = None
         self._queued_bytes = 0
+        # A bound method of this object: without this, every closed stream
+        # would wait for the garbage collector.
+        self._on_sent_callback = _ignore_result
         try:
             self._lost(exc)
         finally:

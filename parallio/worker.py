@@ -27,7 +27,7 @@ import time
 import traceback
 from typing import Any, Callable, TypeVar
 
-from . import _context, _control
+from . import _context, _control, _memory
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import make_engine
 from .engine.base import Handle
@@ -46,6 +46,10 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 # At most one "accept failed" log line per listener this often.
 _ACCEPT_LOG_INTERVAL = 10.0
+# After a burst of at least this many connections has fallen to half, free
+# memory is given back to the system (once the closes have settled).
+_BURST_CONNECTIONS = 16
+_TRIM_DELAY = 0.5
 
 T = TypeVar("T")
 
@@ -127,6 +131,10 @@ class Worker:
         # Listening descriptors handed to this worker and not yet listened
         # on, by endpoint index: closed by close_all if never adopted.
         self._unadopted_fds = {index: fd for index, fd in enumerate(spec.listen_fds) if fd >= 0}
+        #: The most connections open at once since memory was last released.
+        self._peak_connections = 0
+        self._trim_timer: TimerHandle | None = None
+        _memory.tune_allocator()
 
     # -- the layers above ---------------------------------------------------
     def extension(self, kind: Callable[["Worker"], T]) -> T:
@@ -178,7 +186,10 @@ class Worker:
         """Run a protocol instance of ``spec`` on the connected socket ``fd``
         (the worker now owns it)."""
         transport = Transport(self, self.engine.open(fd), spec)
-        self.connections.add(transport)
+        connections = self.connections
+        connections.add(transport)
+        if len(connections) > self._peak_connections:
+            self._peak_connections = len(connections)
         self.connections_total += 1
         transport.start()
         if self._draining:
@@ -291,9 +302,21 @@ class Worker:
 
     # -- bookkeeping --------------------------------------------------------
     def stream_closed(self, stream: Stream) -> None:
-        self.connections.discard(stream)
-        if not self.connections and (self._draining or not self.listeners):
+        connections = self.connections
+        connections.discard(stream)
+        if (self._peak_connections >= _BURST_CONNECTIONS and self._trim_timer is None
+                and len(connections) * 2 <= self._peak_connections):
+            self._trim_timer = self.call_later(_TRIM_DELAY, self._release_memory)
+        if not connections and (self._draining or not self.listeners):
             self.report_idle()
+
+    def _release_memory(self) -> None:
+        """A burst of connections is over: what their buffers took goes back
+        to the system instead of staying in this process's heap."""
+        self._trim_timer = None
+        self._peak_connections = len(self.connections)
+        self.engine.trim()
+        _memory.release_free_memory()
 
     def is_idle(self) -> bool:
         return not self.listeners and not self.connections and not any(

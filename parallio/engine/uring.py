@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import platform
 import socket
@@ -833,6 +834,22 @@ class UringEngine(Engine[_Handle]):
                 buffers.tail = buffer_tail
                 buffers.tail_words[buffers.TAIL_WORD] = buffer_tail
         self._leftover = None
+
+    # -- memory -----------------------------------------------------------
+
+    def trim(self) -> None:
+        # The read buffers become resident as bursts fill them, and stay so.
+        # Dropping their pages is safe only where the kernel fills provided
+        # buffers inside this thread's own io_uring_enter (DEFER_TASKRUN):
+        # between polls every completion has been copied out and no buffer
+        # holds undelivered data; the kernel's next write faults in a zeroed
+        # page.
+        buffers = self._buffers
+        if (buffers is None or self._polling or self._words is None
+                or not self.setup_flags & abi.IORING_SETUP_DEFER_TASKRUN
+                or self._words[self._cq_tail_word] != self._cq_head):
+            return
+        buffers.pool.madvise(mmap.MADV_DONTNEED)
 
     # -- teardown ---------------------------------------------------------
 

@@ -10,6 +10,11 @@ reaches them.
 
 Timeouts cost nothing per request: each connection marks progress with a
 flag, and one sweep per worker a second turns missing progress into time.
+
+Request bodies are buffered whole before a handler sees them, so each worker
+bounds what all its connections buffer together (``body_budget``): a
+request that would take more is answered 503, instead of letting many
+large uploads at once take the machine's memory.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 if TYPE_CHECKING:
     from ..transport import ProtocolLoop, Transport
 
-__all__ = ["HttpProtocol", "SERVER_HEADER"]
+__all__ = ["HttpProtocol", "WorkerHttp", "SERVER_HEADER"]
 
 log = logging.getLogger("parallio.http")
 
@@ -48,11 +53,13 @@ class HttpProtocol:
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
-                 "draining", "over_limit")
+                 "charged", "worker_http", "draining", "over_limit")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    #: Bytes of unfinished requests all connections of a worker may buffer.
+    body_budget: int = 256 * 1024 * 1024
 
     def connection_made(self, transport: "Transport") -> None:
         self.transport = transport
@@ -65,19 +72,19 @@ class HttpProtocol:
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
+        #: What this connection's unfinished request holds of the budget.
+        self.charged = 0
+        self.worker_http = worker_http = transport.loop.extension(WorkerHttp)
+        #: Opened while the worker served its --limit-concurrency: 503.
+        self.over_limit = (worker_http.limit is not None
+                           and len(worker_http.connections) >= worker_http.limit)
         #: The server is stopping (or this connection is over the worker's
         #: concurrency limit): each response closes the connection.
-        self.draining = False
-        timeouts = transport.loop.extension(_Timeouts)
-        #: Opened while the worker served its --limit-concurrency: 503.
-        self.over_limit = (timeouts.limit is not None
-                           and len(timeouts.connections) >= timeouts.limit)
-        if self.over_limit:
-            self.draining = True
-        timeouts.add(self)
+        self.draining = self.over_limit
+        worker_http.add(self)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
-        transport.loop.extension(_Timeouts).discard(self)
+        self.worker_http.discard(self)
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
         self.active = True
@@ -87,6 +94,20 @@ class HttpProtocol:
             self._serve(transport)
         except HttpError as error:
             self.refuse(transport, error.status, error.reason)
+            return
+        if parser.body_in_progress or self.charged:
+            self._charge(transport)
+
+    def _charge(self, transport: "Transport") -> None:
+        """Account for what the unfinished request buffers now."""
+        held = self.parser.buffered if self.parser.body_in_progress else 0
+        worker_http = self.worker_http
+        worker_http.buffered += held - self.charged
+        self.charged = held
+        if held and worker_http.buffered > self.body_budget and not transport.closing:
+            log.warning("refusing a request body: the worker's buffered bodies passed "
+                        "%d bytes", self.body_budget)
+            self.refuse(transport, 503, "Service Unavailable")
 
     def _serve(self, transport: "Transport") -> None:
         """Answer every complete request that is buffered, in order."""
@@ -157,6 +178,10 @@ class HttpProtocol:
 
     def refuse(self, transport: "Transport", status: int, reason: str) -> None:
         """Answer a request that cannot be served with ``status``, and close."""
+        # Whatever the unfinished request buffered is abandoned now, not
+        # when the (lingering) close ends.
+        self.worker_http.buffered -= self.charged
+        self.charged = 0
         if not transport.closing:
             transport.send(simple_response(
                 status, f"{status} {reason}\n".encode(), keep_alive=False,
@@ -190,8 +215,9 @@ class HttpProtocol:
         self.served_seen = self.served
 
 
-class _Timeouts:
-    """One per worker: sweeps its HTTP connections once a second."""
+class WorkerHttp:
+    """One per worker: sweeps its HTTP connections once a second, and counts
+    what their unfinished requests buffer."""
 
     def __init__(self, loop: "ProtocolLoop") -> None:
         self.loop = loop
@@ -200,6 +226,8 @@ class _Timeouts:
         self.limit = concurrency_limit(loop)
         self.timer: Any = None
         self.last_sweep = 0.0
+        #: Bytes of unfinished requests buffered by all connections.
+        self.buffered = 0
 
     def add(self, connection: HttpProtocol) -> None:
         self.connections.add(connection)
@@ -209,6 +237,8 @@ class _Timeouts:
 
     def discard(self, connection: HttpProtocol) -> None:
         self.connections.discard(connection)
+        self.buffered -= connection.charged
+        connection.charged = 0
 
     def sweep(self) -> None:
         now = time.monotonic()

@@ -920,6 +920,12 @@ class RequestParser:
         return self._state == _HEAD_STATE and self.in_progress
 
     @property
+    def body_in_progress(self) -> bool:
+        """True while the body of a request is being received (buffering
+        parsers: the request is not returned yet)."""
+        return self._pending is not None
+
+    @property
     def buffered(self) -> int:
         """Bytes fed but not yet parsed, plus the body buffered so far."""
         return len(self._buf) - self._pos + (len(self._body) if self._body else 0)

@@ -322,15 +322,25 @@ class BodyStream:
         self.transport.send(data)
 
     def close(self) -> None:
-        """Call the iterable's ``close()`` (once)."""
+        """Call the iterable's ``close()`` (once), and let go of what the
+        response held."""
         closer, self.close_iterable = self.close_iterable, None
         self.iterator = None
+        # make_head is often a bound method of what holds this stream (WSGI's
+        # start_response state): a cycle that would keep the request and its
+        # body alive until the garbage collector's next full pass.
+        self.make_head = _finished_head
+        self.pending = []
         if closer is not None:
             try:
                 closer()
             except Exception:
                 log.exception("close() of the response body of %s %s failed",
                               self.request.method, self.request.target)
+
+
+def _finished_head(ended: bool) -> StreamHead:
+    raise RuntimeError("the response is over")
 
 
 class StreamingHttpProtocol(HttpProtocol):
@@ -682,18 +692,22 @@ class HttpServer:
     header count, body size), ``header_timeout`` is the seconds a client
     gets to send a request head once it started (then 408), ``idle_timeout``
     the seconds a kept-alive connection may stay silent, and a client may
-    leave a response unread, before it is closed. Each can also be set as a
-    class attribute of a subclass.
+    leave a response unread, before it is closed; ``body_budget`` bounds the
+    bytes all unfinished requests of a worker may buffer together (past it,
+    503). Each can also be set as a class attribute of a subclass.
     """
 
     limits: Limits = HttpProtocol.limits
     header_timeout: float = HttpProtocol.header_timeout
     idle_timeout: float = HttpProtocol.idle_timeout
+    body_budget: int = HttpProtocol.body_budget
 
     __parallio_protocol__ = _AsProtocol()
 
     def __init__(self, *, limits: Optional[Limits] = None, header_timeout: Optional[float] = None,
-                 idle_timeout: Optional[float] = None) -> None:
+                 idle_timeout: Optional[float] = None, body_budget: Optional[int] = None) -> None:
+        if body_budget is not None:
+            self.body_budget = body_budget
         if limits is not None:
             self.limits = limits
         if header_timeout is not None:
@@ -785,7 +799,8 @@ class HttpServer:
             self._protocol = type(
                 f"HttpServer[{type(self).__qualname__}]", (_ServerProtocol,),
                 {"app": self, "limits": self.limits, "header_timeout": self.header_timeout,
-                 "idle_timeout": self.idle_timeout, "__module__": __name__})
+                 "idle_timeout": self.idle_timeout, "body_budget": self.body_budget,
+                 "__module__": __name__, "__slots__": ()})
         return self._protocol
 
     def __parallio_ref__(self) -> ObjectRef:

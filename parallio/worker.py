@@ -397,21 +397,28 @@ class Worker:
         self.call_later(drain_timeout, self.close_all)
 
     def _stop_listening(self, last_owner: bool) -> None:
-        if last_owner:
-            self._accept_backlog()
+        waiting = self._take_backlog() if last_owner else []
+        # Closed before anything else reaches the engine: an engine that
+        # accepts by itself (io_uring's multishot accept) takes no more
+        # connections from the backlog once its accept is cancelled, and
+        # none it took can be left without an owner.
         self._close_listeners()
+        for fd, spec in waiting:
+            self.serve_connection(fd, spec)
         self.report_idle()
 
-    def _accept_backlog(self) -> None:
+    def _take_backlog(self) -> list[tuple[int, ProtocolSpec]]:
+        """Accept the connections waiting in the listeners' backlogs."""
+        waiting = []
         for listener in self.listeners:
-            self.engine.stop_accepting(listener.handle)
             while True:
                 try:
                     fd, _address = listener.sock._accept()
                 except OSError:
                     break  # empty (EAGAIN), or out of descriptors
                 os.set_blocking(fd, False)
-                self.serve_connection(fd, listener.spec)
+                waiting.append((fd, listener.spec))
+        return waiting
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:

@@ -2,8 +2,9 @@
 a server until told to stop, counting what each request got.
 
 A request *fails* when it was sent on an open connection and no whole
-response came back: the count the fault tests bound. A refused connection
-is not a failed request (nothing was sent), and a response saying
+response came back: the count the fault tests bound. A connection refused
+(or reset while it was being made) is not a failed request: nothing was
+sent. And a response saying
 ``Connection: close`` ends that connection cleanly: the client reconnects.
 """
 
@@ -68,7 +69,8 @@ class Load:
         while not self._stop.is_set():
             try:
                 client = Client(self.address, self.timeout)
-            except ConnectionRefusedError:
+            except OSError:
+                # Refused (or reset before it was made): nothing was sent.
                 with self._lock:
                     self.refused += 1
                 time.sleep(0.01)

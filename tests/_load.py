@@ -30,8 +30,9 @@ class Load:
         #: (when its connection was made, what went wrong), per failed request.
         self.failures: list[tuple[float, str]] = []
         self.refused = 0
-        #: Answers per worker (the first word of a /who answer).
+        #: Answers per worker (the first word of a /who answer), and per body.
         self.by_worker: collections.Counter[str] = collections.Counter()
+        self.answers: collections.Counter[bytes] = collections.Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(True,), daemon=True)
@@ -87,5 +88,6 @@ class Load:
                     with self._lock:
                         self.ok += 1
                         self.by_worker[reply.body.split()[0].decode()] += 1
+                        self.answers[reply.body] += 1
                     if not keep_alive or reply.headers.get("connection") == "close":
                         break

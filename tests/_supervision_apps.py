@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 import time
 
 import parallio
@@ -94,3 +95,43 @@ class Web:
     def die(self, transport, request):
         time.sleep(float(request.query or 0))
         raise SystemExit(f"worker {parallio.thread_seq_id()} told to die")
+
+
+def _version() -> str:
+    path = os.environ.get("PARALLIO_TEST_VERSION_FILE")
+    if not path:
+        return "none"
+    with open(path) as file:
+        return file.read().strip()
+
+
+#: Read when the module is imported: a worker that imported it anew says so.
+VERSION = _version()
+#: What /grow keeps alive (its worker's memory grows).
+_kept: list[bytes] = []
+
+
+class _Identity:
+    """A worker's own name, unlike its number, pid or thread: never reused."""
+
+    def __init__(self, worker) -> None:
+        self.token = os.urandom(6).hex()
+
+
+class Version:
+    """``/version``: ``worker version thread``; ``/who``: ``worker pid:token``
+    (one worker's identity, in every host); ``/grow?MB``: keep MB more
+    megabytes."""
+
+    http11 = True
+
+    def version(self, transport, request):
+        return f"{parallio.thread_seq_id()} {VERSION} {threading.get_ident()}".encode()
+
+    def who(self, transport, request):
+        token = parallio.current_worker().extension(_Identity).token
+        return f"{parallio.thread_seq_id()} {os.getpid()}:{token}".encode()
+
+    def grow(self, transport, request):
+        _kept.append(os.urandom(int(request.query) << 20))
+        return self.who(transport, request)

@@ -49,13 +49,15 @@ class Cancellable(Protocol):
 class Counters:
     """Per-loop traffic counters (what ``parallio.stats()`` reports)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "callbacks", "callback_errors")
+    __slots__ = ("bytes_in", "bytes_out", "callbacks", "callback_errors", "requests")
 
     def __init__(self) -> None:
         self.bytes_in = 0
         self.bytes_out = 0
         self.callbacks = 0
         self.callback_errors = 0
+        #: Requests of a request/response protocol (HTTP) begun.
+        self.requests = 0
 
 
 class Loop(Protocol):
@@ -439,6 +441,12 @@ class Stream:
             if linger[1] <= LINGER_MAX_BYTES:
                 return
         self._finish(None)
+
+    def drain(self) -> None:
+        """The server is stopping: close once what is queued is sent.
+        Subclasses whose protocol is in the middle of something (a request
+        being answered) may let it finish first."""
+        self.close()
 
     def abort(self) -> None:
         """Close now, dropping whatever has not been sent."""

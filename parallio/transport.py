@@ -187,6 +187,24 @@ class Transport(Stream):
         self.protocol = None
         self._data_received = self._send_complete = None
 
+    def drain(self) -> None:
+        """The server is stopping: a protocol with a ``connection_draining``
+        callback decides how this connection ends (HTTP answers what is in
+        progress, then closes); others are closed once queued sends are done."""
+        draining = getattr(self.protocol, "connection_draining", None)
+        if draining is None or self._closing:
+            self.close()
+            return
+        self.loop.current_transport = self
+        self._corked = True
+        try:
+            self._send_result(draining(self))
+        except Exception:
+            self._callback_failed("connection_draining")
+        finally:
+            self.loop.current_transport = None
+        self._uncork()
+
     # -- backpressure: a peer that does not read is not read from --------
     def _over_high_water(self) -> None:
         self._stop_reading()

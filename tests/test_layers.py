@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("parallio.engine",),
     ("parallio.protocol", "parallio.stream"),
     ("parallio.transport",),
-    ("parallio.worker",),
+    ("parallio.worker", "parallio.supervision"),
     ("parallio.host",),
     ("parallio.runtime",),
     ("parallio.services", "parallio.http"),

@@ -783,7 +783,13 @@ class UringEngine(Engine[_Handle]):
                     buffer_tail = (buffer_tail + 1) & 0xFFFF
                 handle = handles_get(user_data >> 8)
                 if handle is None:
-                    continue   # a cancel's or close's own completion, or a closed handle
+                    # A cancel's or close's own completion, or a closed
+                    # handle's. A connection accepted for a listener closed
+                    # meanwhile has nobody to serve it: it must not stay
+                    # open, its client waiting for ever.
+                    if user_data & _KIND_MASK == _ACCEPT and res >= 0:
+                        os.close(res)
+                    continue
                 kind = user_data & _KIND_MASK
                 if kind == _RECV:
                     # A recv cancelled by stop_reading may still have taken

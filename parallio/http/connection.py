@@ -23,6 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..supervision import concurrency_limit
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
@@ -36,6 +37,8 @@ log = logging.getLogger("parallio.http")
 # How often a worker looks for connections past their timeouts; timeouts are
 # therefore enforced to within this many seconds.
 _SWEEP_INTERVAL = 1.0
+#: Seconds an idle keep-alive connection stays open once the server drains.
+DRAIN_GRACE = 1.0
 
 
 class HttpProtocol:
@@ -52,7 +55,7 @@ class HttpProtocol:
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
-                 "sent_seen", "charged", "worker_http", "holding")
+                 "sent_seen", "charged", "worker_http", "holding", "draining", "over_limit")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
@@ -79,6 +82,12 @@ class HttpProtocol:
         #: requests pipelined behind it are held until it ends.
         self.holding = False
         self.worker_http = worker_http = transport.loop.extension(WorkerHttp)
+        #: Opened while the worker served its --limit-concurrency: 503.
+        self.over_limit = (worker_http.limit is not None
+                           and len(worker_http.connections) >= worker_http.limit)
+        #: The server is stopping (or this connection is over the worker's
+        #: concurrency limit): each response closes the connection.
+        self.draining = self.over_limit
         worker_http.add(self)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
@@ -111,8 +120,15 @@ class HttpProtocol:
         """Answer every complete request that is buffered, in order."""
         parser = self.parser
         next_request = parser.next_request
+        counters = transport.loop.counters
         while (request := next_request()) is not None:
             self.served += 1
+            counters.requests += 1
+            if self.draining:
+                if self.over_limit:
+                    self.refuse(transport, 503, "Service Unavailable")
+                    return
+                request.keep_alive = False  # its response says Connection: close
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
@@ -125,6 +141,26 @@ class HttpProtocol:
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
+        elif self.draining and not parser.in_progress:
+            transport.close()  # a response that was running when the drain began ended
+
+    def connection_draining(self, transport: "Transport") -> None:
+        """The server is stopping. A request in progress is answered, with
+        ``Connection: close``; an idle connection stays open for
+        :data:`DRAIN_GRACE` seconds, so that a request already on its way
+        is answered (with ``Connection: close``) rather than met by a closed
+        socket, and is closed then if none came."""
+        self.draining = True
+        if not self._busy():
+            transport.loop.call_later(DRAIN_GRACE, self._close_if_idle, self.served)
+
+    def _busy(self) -> bool:
+        return self.parser.in_progress or self.holding
+
+    def _close_if_idle(self, served: int) -> None:
+        transport = self.transport
+        if not transport.closing and self.served == served and not self._busy():
+            transport.close()
 
     def _failed(self, transport: "Transport", request: Request) -> bool:
         log.exception("%s failed on %s %s", type(self).__qualname__,
@@ -215,6 +251,8 @@ class WorkerHttp:
     def __init__(self, loop: "ProtocolLoop") -> None:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
+        #: Connections served at once before new ones get 503 (None: no limit).
+        self.limit = concurrency_limit(loop)
         self.timer: Any = None
         self.last_sweep = 0.0
         #: Bytes of unfinished requests buffered by all connections.

@@ -3,9 +3,7 @@ slow clients, clients that stop reading."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -13,31 +11,10 @@ import pytest
 
 from ._http_client import Client, encode_request
 from .conftest import HOSTS, host_skip_reason, engine_skip_reason, ENGINES
-from .test_cli import ROOT, start_server_process, stop
+from .stress import cpu_seconds, rss, with_fd_limit
+from .test_cli import start_server_process, stop
 
 A = "tests._supervision_apps:"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of its children (worker processes)."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            pids += [int(child) for child in children.read().split()]
-    except OSError:
-        pass
-    for one in pids:
-        with open(f"/proc/{one}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def _with_fd_limit(limit: int, command: list[str]) -> list[str]:
-    """``command`` run with at most ``limit`` descriptors (``ulimit -n``)."""
-    return ["sh", "-c", f'ulimit -n {limit} && exec "$0" "$@"', *command]
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -50,7 +27,7 @@ def test_out_of_file_descriptors(host, engine):
         pytest.skip(reason)
     command = [sys.executable, "-m", "parallio", "serve", A + "Web", "--parallel", host,
                "--workers", "2", "--io", engine, "--port", "0"]
-    process, port, _lines = start_server_process(_with_fd_limit(96, command))
+    process, port, _lines = start_server_process(with_fd_limit(96, command))
     hogs: list[socket.socket] = []
     waiting: list[Client] = []
     try:
@@ -58,9 +35,9 @@ def test_out_of_file_descriptors(host, engine):
         for _ in range(200):
             hogs.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         time.sleep(1.0)
-        before = _cpu_seconds(process.pid)
+        before = cpu_seconds(process.pid)
         time.sleep(3.0)
-        spent = _cpu_seconds(process.pid) - before
+        spent = cpu_seconds(process.pid) - before
         assert spent < 0.6, f"{spent:.2f} s of CPU in 3 s while out of descriptors"
         assert process.poll() is None
         # Requests that wait in the backlog meanwhile...
@@ -100,14 +77,6 @@ SLOW_READER_CASES = {
 }
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) << 10
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture(scope="module")
 def slow_reader_servers():
     from parallio import Runtime, protocol_ref
@@ -136,7 +105,7 @@ def test_a_client_that_stops_reading_costs_bounded_memory(kind, slow_reader_serv
     runtime, ports = slow_reader_servers
     server, request = SLOW_READER_CASES[kind]
     pid = runtime.worker_info[0]["pid"]
-    before_rss = _rss(pid)
+    before_rss = rss(pid)
     before_out = runtime.stats()[0]["bytes_out"]
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -147,7 +116,7 @@ def test_a_client_that_stops_reading_costs_bounded_memory(kind, slow_reader_serv
         while received < 256 * 1024:  # the response has begun; then no more reading
             received += len(sock.recv(65536))
         time.sleep(2.0)
-        grown = _rss(pid) - before_rss
+        grown = rss(pid) - before_rss
         sent = runtime.stats()[0]["bytes_out"] - before_out
     assert sent < 16 << 20, f"{kind}: {sent >> 20} MiB sent to a client that stopped reading"
     assert grown < 32 << 20, f"{kind}: the worker grew by {grown >> 20} MiB (of {SIZE >> 20})"

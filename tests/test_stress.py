@@ -18,7 +18,7 @@ def test_soak_for_a_minute(capsys):
     with capsys.disabled():
         print("\n[soak] " + result.summary())
     assert not result.problems(), result.problems()
-    assert len(result.kills) >= 3 and result.bad_refused and result.slow_reads
+    assert len(result.kills) >= 2 and result.bad_refused and result.slow_reads
     # What the kills cost: the requests in flight on the killed worker and
     # those in its accept queue; a few clients each, not a flood.
     assert len(result.failures) <= 12 * len(result.kills), result.failures

@@ -6,9 +6,11 @@ samples the server's RSS and descriptors every second and fails when
 - RSS after the run (once the connections closed) is more than 5% over RSS
   at the end of the warm-up,
 - descriptors do not return to their count before the load, or
-- a good request fails, other than one on the killed worker or in its
-  accept queue as it was killed (sent before the kill, or failed within
-  ``KILL_GRACE`` of it): those are counted, as lost at kills.
+- a good request fails, other than one that met a killed worker: in flight
+  on it, or sent while its replacement was not serving yet (a connection
+  that the kernel queued on the dead worker's listener waits for the
+  replacement, and times out if that takes longer than the client waits):
+  those are counted, as lost at kills.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from dataclasses import dataclass, field
 from .._http_client import Client, encode_request
 from . import Server, fds, rss, settle
 
-#: A request that fails this soon after a kill (or that was sent before it)
-#: was on the killed worker or in its accept queue.
+#: Slack on when a killed worker's replacement was seen serving (the
+#: sampler looks once a second).
 KILL_GRACE = 1.0
 RSS_GROWTH = 0.05
 
@@ -54,7 +56,9 @@ class SoakResult:
     failures: list[Failure] = field(default_factory=list)
     bad_refused: int = 0
     slow_reads: int = 0
-    kills: list[float] = field(default_factory=list)
+    #: When a worker was killed, and when its replacement was seen serving
+    #: (None until then).
+    kills: list[list[float | None]] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     baseline_fds: int = 0
     warm_rss: int = 0
@@ -62,11 +66,10 @@ class SoakResult:
     final_fds: int = 0
 
     def excused(self, failure: Failure) -> bool:
-        """Failed soon after a kill (in flight on the killed worker, or in its
-        accept queue), or sent before it on a connection made before it."""
-        return any(kill <= failure.failed
-                   and (failure.failed - kill <= KILL_GRACE or failure.sent <= kill)
-                   for kill in self.kills)
+        """Failed after a kill, sent before the replacement served."""
+        return any(killed <= failure.failed
+                   and (restored is None or failure.sent <= restored + KILL_GRACE)
+                   for killed, restored in self.kills)
 
     @property
     def unexcused_failures(self) -> list[Failure]:
@@ -84,12 +87,18 @@ class SoakResult:
                          f"({failure.client}): {failure.error}")
         return found
 
+    def restarts(self) -> str:
+        """Seconds from each kill to its replacement serving."""
+        return ", ".join("?" if restored is None else f"{restored - killed:.1f} s"
+                         for killed, restored in self.kills) or "-"
+
     def summary(self) -> str:
         peak = max(sample.rss for sample in self.samples) if self.samples else 0
         return (f"{self.seconds:.0f} s: {self.good} good requests, {len(self.failures)} failed "
                 f"({len(self.unexcused_failures)} not at a kill, "
-                f"{len(self.failures) - len(self.unexcused_failures)} lost at kills), {self.bad_refused} bad ones "
-                f"refused, {self.slow_reads} slow reads, {len(self.kills)} workers killed; "
+                f"{len(self.failures) - len(self.unexcused_failures)} lost at kills), "
+                f"{self.bad_refused} bad ones refused, {self.slow_reads} slow reads, {len(self.kills)} workers killed "
+                f"(replaced in {self.restarts()}); "
                 f"RSS warm {self.warm_rss / 2**20:.1f} MiB, peak {peak / 2**20:.1f}, "
                 f"after {self.final_rss / 2**20:.1f}; fds {self.baseline_fds} before, "
                 f"max {max((s.fds for s in self.samples), default=0)}, "
@@ -103,6 +112,8 @@ class _Traffic:
         self.began = began
         self.deadline = began + seconds
         self.lock = threading.Lock()
+        #: The pids of the worker processes that answered a /who.
+        self.serving: set[int] = set()
 
     def running(self) -> bool:
         return time.monotonic() < self.deadline
@@ -147,6 +158,7 @@ class _Traffic:
     def keep_alive(self, connection: Client) -> bool:
         reply = connection.get("/who")
         assert reply.status == 200, reply.status
+        self.serving.add(int(reply.body.split()[1]))
         self.good()
         return True
 
@@ -226,6 +238,7 @@ def soak(seconds: float, warm_up: float | None = None, kill_every: float = 15.0,
         for thread in threads:
             thread.start()
         next_kill = began + warm_up + kill_every / 2
+        victim = None
         warm_sampled = False
         while traffic.running():
             now = time.monotonic()
@@ -234,9 +247,16 @@ def soak(seconds: float, warm_up: float | None = None, kill_every: float = 15.0,
             if not warm_sampled and sample.at >= warm_up:
                 result.warm_rss, warm_sampled = sample.rss, True
                 report(f"soak: warm-up over at {sample.at:.0f} s: RSS {sample.rss >> 20} MiB")
-            if kill_every and now >= next_kill and parallel == "processes":
-                victim = random.choice(server.workers())
-                result.kills.append(now - began)
+            # A kill once the last one's replacement serves: on a starved
+            # machine a worker can take longer to start than kill_every.
+            current = server.workers()
+            serving = (len(current) == workers and victim not in current
+                       and traffic.serving.issuperset(current))
+            if serving and result.kills and result.kills[-1][1] is None:
+                result.kills[-1][1] = sample.at
+            if kill_every and now >= next_kill and parallel == "processes" and serving:
+                victim = random.choice(current)
+                result.kills.append([sample.at, None])
                 os.kill(victim, signal.SIGKILL)
                 next_kill = now + kill_every
             if len(result.samples) % 10 == 0:

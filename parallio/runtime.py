@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import _context, _control
+from . import _context, _control, _listen, _logging
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import choose_engine
 from .host import WorkerHandle, choose_host
@@ -46,36 +46,13 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _resolve(host: str, port: int, passive: bool) -> tuple[int, tuple]:
-    flags = socket.AI_PASSIVE if passive else 0
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    family, _type, _proto, _name, address = infos[0]
-    return family, address
-
-
 def make_server(host: str, port: int, backlog: int = 1024) -> Endpoint:
-    family, address = _resolve(host, port, passive=True)
-    placeholder = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            placeholder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # Bound but never listening: it holds the port (and fixes port 0 to
-        # one number for every worker) without taking connections itself.
-        placeholder.bind(address)
-    except BaseException:
-        placeholder.close()
-        raise
-    address = placeholder.getsockname()
-    return Endpoint("server", host, address[1], family, address, backlog,
-                    placeholder=placeholder)
+    """A TCP server endpoint; see :mod:`parallio._listen` for the others."""
+    return _listen.tcp_server(host, port, backlog)
 
 
 def make_client(host: str, port: int) -> Endpoint:
-    family, address = _resolve(host, port, passive=False)
+    family, address = _listen.resolve(host, port, passive=False)
     return Endpoint("client", host, port, family, address)
 
 
@@ -144,7 +121,7 @@ class Runtime:
         if self.main_module and self.main_module.name and host_class.name != "threads":
             modules.append(self.main_module.name)
         self.host = host_class()
-        log.info("parallio: %d worker(s) on the %s host (%s), %s engine (%s)",
+        log.info("%d worker(s) on the %s host (%s), %s engine (%s)",
                  self.workers, self.host.name, host_reason, self.io, io_reason)
         self._slots = [_Slot(seq_id) for seq_id in range(1, self.workers + 1)]
         self._selector = selectors.DefaultSelector()
@@ -176,7 +153,8 @@ class Runtime:
         return WorkerSpec(
             seq_id=seq_id, io=self.io, host=self.host.name, endpoints=self.endpoints,
             sys_path=list(sys.path), main_module=self.main_module,
-            log_level=logging.getLogger().getEffectiveLevel(), extras=self.extras)
+            log_level=logging.getLogger().getEffectiveLevel(), extras=self.extras,
+            log_config=_logging.worker_logging_setup()[1])
 
     def _spawn(self, slot: _Slot) -> None:
         main_end, worker_end = socket.socketpair()
@@ -214,12 +192,17 @@ class Runtime:
                 # crashed it) while the others still start.
                 self._restart_due()
         except BaseException:
+            # The workers that did start stop quietly: the failure is told once.
+            for slot in self._slots:
+                self.send(slot.seq_id, ("stop", 0.0))
             self._shutdown_now()
             self._close()
             raise
         for endpoint in self.endpoints:
-            log.info("parallio: %s %s", "serving" if endpoint.kind == "server" else "connecting",
-                     endpoint)
+            if endpoint.kind == "server":
+                log.info("serving %r (%s)", endpoint, _listen.interfaces(endpoint))
+            else:
+                log.info("connecting %r", endpoint)
 
     # -- the supervisor loop ------------------------------------------------
     def run(self, install_signal_handlers: bool = True) -> None:
@@ -237,7 +220,7 @@ class Runtime:
                 signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        log.info("parallio: %s received; draining", signal.Signals(signum).name)
+        log.info("%s received; draining", signal.Signals(signum).name)
         self.stop(wait=False)
 
     def _supervise(self) -> None:
@@ -300,8 +283,8 @@ class Runtime:
         elif kind == "failed":
             failure = message[2]
             if starting:
-                raise WorkerStartupError(f"worker {slot.seq_id} failed to start:\n{failure}")
-            log.error("parallio: worker %d failed to restart:\n%s", slot.seq_id, failure)
+                raise WorkerStartupError(f"worker {slot.seq_id} failed to start: {failure}")
+            log.error("worker %d failed to restart:\n%s", slot.seq_id, failure)
         elif kind == "idle":
             slot.idle = message[2]
         elif kind == "stopped":
@@ -350,7 +333,7 @@ class Runtime:
         now = time.monotonic()
         slot.deaths = [t for t in slot.deaths if now - t < 60.0] + [now]
         pause = _RESTART_BACKOFF[min(len(slot.deaths) - 1, len(_RESTART_BACKOFF) - 1)]
-        log.error("parallio: worker %d %s; restarting it in %.1f s",
+        log.error("worker %d %s; restarting it in %.1f s",
                   slot.seq_id, slot.handle.describe_exit(), pause)
         slot.ready = False
         slot.restart_at = now + pause
@@ -435,7 +418,7 @@ class Runtime:
         while any(slot.sock is not None for slot in self._slots):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                log.error("parallio: workers did not stop within the drain deadline")
+                log.error("workers did not stop within the drain deadline")
                 break
             self._process(remaining)
         self._shutdown_now()
@@ -458,14 +441,12 @@ class Runtime:
         self._wakeup_r.close()
         self._wakeup_w.close()
         for endpoint in self.endpoints:
-            if endpoint.placeholder is not None:
-                endpoint.placeholder.close()
-                endpoint.placeholder = None
+            _listen.release(endpoint)
         for callback in self.close_callbacks:
             try:
                 callback()
             except Exception:
-                log.exception("parallio: a close callback failed")
+                log.exception("a close callback failed")
 
     def __enter__(self) -> "Runtime":
         return self.start()

@@ -12,6 +12,7 @@ import sys
 import sysconfig
 import threading
 
+from .._proctitle import set_thread_name
 from .._spec import WorkerSpec
 from .base import Host, WorkerHandle
 
@@ -47,10 +48,11 @@ class ThreadsHost(Host):
 
         def run() -> None:
             try:
+                set_thread_name(f"parallio: worker {spec.seq_id}", f"parallio: w{spec.seq_id}")
                 worker_main(control_fd, spec)
             finally:
                 os.close(control_fd)
 
-        thread = threading.Thread(target=run, name=f"parallio-worker-{spec.seq_id}", daemon=True)
+        thread = threading.Thread(target=run, name=f"parallio: worker {spec.seq_id}", daemon=True)
         thread.start()
         return ThreadHandle(thread)

@@ -297,7 +297,7 @@ class MainHub:
             try:
                 callback()
             except Exception:
-                log.exception("parallio: a service failed to close")
+                log.exception("a service failed to close")
         for read_fd, write_fd in self.reply_fds.values():
             os.close(read_fd)
             os.close(write_fd)
@@ -330,7 +330,7 @@ class MainHub:
                 pass
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not poller.poll(remaining * 1000):
-                log.error("parallio: worker %d does not read its main-thread call reply; "
+                log.error("worker %d does not read its main-thread call reply; "
                           "dropped it", seq_id)
                 return
 
@@ -341,7 +341,7 @@ class MainHub:
 
 def unhandled(exc: BaseException, what: str) -> None:
     """Log an error nobody handles and keep it for :func:`take_unhandled`."""
-    log.error("parallio: %s", what, exc_info=(type(exc), exc, exc.__traceback__))
+    log.error("%s", what, exc_info=(type(exc), exc, exc.__traceback__))
     with _hubs_lock:
         _unhandled.append(exc)
 

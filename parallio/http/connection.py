@@ -18,13 +18,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from .accesslog import WorkerAccessLog
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
 if TYPE_CHECKING:
     from ..transport import ProtocolLoop, Transport
 
-__all__ = ["HttpProtocol", "SERVER_HEADER"]
+__all__ = ["HttpProtocol", "SERVER_HEADER", "note_response"]
 
 log = logging.getLogger("parallio.http")
 
@@ -44,7 +45,8 @@ class HttpProtocol:
     closed).
     """
 
-    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen")
+    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
+                 "access", "started", "status", "sent")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
@@ -62,9 +64,30 @@ class HttpProtocol:
         self.served = 0
         self.served_seen = 0
         transport.loop.extension(_Timeouts).add(self)
+        #: The worker's access log, or None; while it is on, a front notes
+        #: the status and body bytes of each response it sends (:meth:`note`).
+        self.access = access = transport.loop.extension(WorkerAccessLog).log
+        if access is not None:
+            access.opened()
+            self.started = 0.0
+            self.status = self.sent = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         transport.loop.extension(_Timeouts).discard(self)
+        if self.access is not None:
+            self.access.closed()
+
+    def note(self, response: bytes, body_bytes: int | None = None) -> None:
+        """For the access log: ``response``, a whole response, or its head
+        when ``body_bytes`` more follow, is the current request's."""
+        self.status = int(response[9:12])
+        self.sent = (len(response) - response.find(b"\r\n\r\n") - 4 if body_bytes is None
+                     else body_bytes)
+
+    def logged(self, transport: "Transport", request: Request | None) -> None:
+        """The response to ``request`` is complete: its access log line."""
+        assert self.access is not None
+        self.access.record(transport.peer, request, self.status, self.sent, self.started)
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
         self.active = True
@@ -79,14 +102,20 @@ class HttpProtocol:
         """Answer every complete request that is buffered, in order."""
         parser = self.parser
         next_request = parser.next_request
+        access = self.access
         while (request := next_request()) is not None:
             self.served += 1
+            if access is not None:
+                self.started = time.time()
+                self.status = self.sent = 0
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
                 keep_alive = self._failed(transport, request)
             if self.response_in_progress():
                 return  # the requests behind it wait for its end
+            if access is not None:
+                access.record(transport.peer, request, self.status, self.sent, self.started)
             if not keep_alive or transport.closing:
                 transport.close()
                 return
@@ -103,9 +132,12 @@ class HttpProtocol:
         log.exception("%s failed on %s %s", type(self).__qualname__,
                       request.method, request.target)
         transport.loop.counters.callback_errors += 1
-        transport.send(simple_response(
+        response = simple_response(
             500, b"Internal Server Error\n", keep_alive=False,
-            extra_headers=SERVER_HEADER, request_version=request.http_version))
+            extra_headers=SERVER_HEADER, request_version=request.http_version)
+        transport.send(response)
+        if self.access is not None:
+            self.note(response)
         return False
 
     def handle_request(self, transport: "Transport", request: Request) -> bool:
@@ -118,9 +150,14 @@ class HttpProtocol:
     def refuse(self, transport: "Transport", status: int, reason: str) -> None:
         """Answer a request that cannot be served with ``status``, and close."""
         if not transport.closing:
-            transport.send(simple_response(
-                status, f"{status} {reason}\n".encode(), keep_alive=False,
-                extra_headers=SERVER_HEADER))
+            response = simple_response(status, f"{status} {reason}\n".encode(),
+                                       keep_alive=False, extra_headers=SERVER_HEADER)
+            transport.send(response)
+            if self.access is not None:
+                # No request was taken up: the line has none (nginx's "-").
+                self.started = time.time()
+                self.note(response)
+                self.logged(transport, None)
         transport.close()
 
     def check_timeouts(self, elapsed: float) -> None:
@@ -148,6 +185,15 @@ class HttpProtocol:
                 else:
                     transport.close()
         self.served_seen = self.served
+
+
+def note_response(transport: "Transport", response: bytes, body_bytes: int | None = None) -> None:
+    """For a handler that sends its own response (and returns None): tell
+    the access log its status and body size, from ``response`` (the whole
+    response, or its head with ``body_bytes`` of body sent apart)."""
+    protocol = transport.protocol
+    if getattr(protocol, "access", None) is not None:
+        protocol.note(response, body_bytes)
 
 
 class _Timeouts:

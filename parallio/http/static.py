@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Optional, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
+from .connection import note_response
 from .parser import HttpError, Request
 from .response import SERVER_HEADER, render_head, server_headers, simple_response
 
@@ -238,10 +239,12 @@ class StaticFiles:
         location = request.raw_path + "/"
         if request.query:
             location += "?" + request.query
-        transport.send(simple_response(
+        response = simple_response(
             301, b"Moved Permanently\n", keep_alive=request.keep_alive,
             extra_headers=server_headers([("Location", location)]),
-            request_version=request.http_version, head_only=request.method == "HEAD"))
+            request_version=request.http_version, head_only=request.method == "HEAD")
+        transport.send(response)
+        note_response(transport, response)
 
     def _send_file(self, transport: "Transport", request: Request, path: bytes,
                    info: os.stat_result, name: bytes) -> None:
@@ -254,9 +257,10 @@ class StaticFiles:
         headers = request.headers
         if self._not_modified(headers.get("if-none-match"), headers.get("if-modified-since"),
                               etag, info.st_mtime):
-            transport.send(render_head(
-                304, server_headers(validators),
-                keep_alive=request.keep_alive, request_version=request.http_version))
+            head = render_head(304, server_headers(validators),
+                               keep_alive=request.keep_alive, request_version=request.http_version)
+            transport.send(head)
+            note_response(transport, head)
             return
         fields = [("Content-Type", content_type(os.fsdecode(name))), *validators,
                   ("Accept-Ranges", "bytes")]
@@ -267,11 +271,13 @@ class StaticFiles:
             ranges = parse_byte_ranges(range_header, size)
             if ranges is not None and len(ranges) <= 1:
                 if not ranges:
-                    transport.send(simple_response(
+                    response = simple_response(
                         416, b"Range Not Satisfiable\n", keep_alive=request.keep_alive,
                         extra_headers=server_headers(
                             [("Content-Range", f"bytes */{size}"), *validators]),
-                        request_version=request.http_version))
+                        request_version=request.http_version)
+                    transport.send(response)
+                    note_response(transport, response)
                     return
                 first, last = ranges[0]
                 status, offset, length = 206, first, last - first + 1
@@ -281,12 +287,14 @@ class StaticFiles:
                            request_version=request.http_version)
         if request.method == "HEAD" or not length:
             transport.send(head)
+            note_response(transport, head)
             return
         try:
             # sendfile_ranged rather than sendfile: exactly the length the
             # head announces goes out, even if the file grows meanwhile (and
             # the connection is cut if it shrinks).
             transport.sendfile_ranged(head, path, None, offset, length)
+            note_response(transport, head, length)
         except PermissionError:
             raise HttpError(403, "Forbidden") from None
         except FileNotFoundError:
@@ -341,6 +349,8 @@ class StaticFiles:
                 f"<title>Directory listing for {title}</title>\n</head>\n<body>\n"
                 f"<h1>Directory listing for {title}</h1>\n<hr>\n<ul>\n{''.join(rows)}</ul>\n"
                 f"<hr>\n</body>\n</html>\n").encode()
-        transport.send(simple_response(
+        response = simple_response(
             200, body, b"text/html; charset=utf-8", request.keep_alive, SERVER_HEADER,
-            request_version=request.http_version, head_only=request.method == "HEAD"))
+            request_version=request.http_version, head_only=request.method == "HEAD")
+        transport.send(response)
+        note_response(transport, response)

@@ -14,10 +14,11 @@ listens yet (during a start or a restart).
 
 Unix sockets and inherited descriptors (``fd://N``, systemd socket
 activation) have no SO_REUSEPORT: the main thread makes or adopts one
-listening socket, and every worker accepts on its own duplicate of that
-descriptor (threads and interpreters share the descriptor table, processes
-inherit the descriptor under the same number); the kernel hands each
-connection to one accepter.
+listening socket, and every worker position accepts on its own duplicate
+of that descriptor; the kernel hands each connection to one accepter.
+
+Either way the main thread makes each worker position's listening socket
+(:func:`open_listener`) and keeps it while workers come and go.
 
 Errors are :class:`ListenError` with a message naming the address.
 """
@@ -35,7 +36,7 @@ from typing import Callable, MutableMapping
 from ._spec import Endpoint
 
 __all__ = ["ListenError", "Bind", "parse_bind", "resolve", "tcp_server", "unix_server",
-           "fd_server", "systemd_servers", "worker_socket", "release", "interfaces"]
+           "fd_server", "systemd_servers", "open_listener", "release", "interfaces"]
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -328,9 +329,10 @@ def systemd_servers(backlog: int = 1024,
 
 # -- the two sides ----------------------------------------------------------------
 
-def worker_socket(endpoint: Endpoint) -> socket.socket:
-    """A worker's listening socket for ``endpoint``, non-blocking: its own
-    duplicate of a shared socket, or its own SO_REUSEPORT listener."""
+def open_listener(endpoint: Endpoint) -> socket.socket:
+    """One worker position's listening socket for ``endpoint``, made on the
+    main thread and non-blocking: a duplicate of a shared socket, or a
+    listener of its own in the port's SO_REUSEPORT group."""
     if endpoint.fd is not None:
         return socket.socket(fileno=os.dup(endpoint.fd))
     sock = socket.socket(endpoint.family, socket.SOCK_STREAM)

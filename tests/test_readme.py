@@ -67,3 +67,18 @@ def test_the_services_example_runs_and_returns(tmp_path):
     assert first.endswith("last: 'hello from a shared buffer'") or "ticks: 0" in first
     assert second == "[100, 100]"
     assert "[main] INFO parallio:" in result.stderr
+
+
+def test_every_option_of_every_command_is_in_the_readme():
+    from parallio.cli import build_parsers
+
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"(--[a-z][a-z0-9-]*)", readme))
+    parser, parsers = build_parsers()
+    missing = {}
+    for name, command in [("", parser), *parsers.items()]:
+        for action in command._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help" and option not in documented:
+                    missing.setdefault(option, []).append(name or "(top level)")
+    assert not missing, f"options the README does not name: {missing}"

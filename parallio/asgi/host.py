@@ -26,7 +26,7 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Optional, Union
 
-from .._listen import interfaces, release, tcp_server, worker_socket
+from .._listen import interfaces, release, tcp_server, open_listener
 from .._logging import configure_worker_logging, worker_logging_setup
 from .._proctitle import set_process_title
 from .._spec import Endpoint
@@ -67,7 +67,7 @@ def _run_worker(app: ASGIApp, endpoints: list[Endpoint], config: Config, loop_ki
                 on_loop: Callable[[Any, Any], None]) -> None:
     """One worker: its own listening sockets (see :mod:`parallio._listen`)
     and loop, serving until stopped."""
-    socks = [worker_socket(endpoint) for endpoint in endpoints]
+    socks = [open_listener(endpoint) for endpoint in endpoints]
     loop = new_event_loop(loop_kind)
     try:
         asyncio.set_event_loop(loop)

@@ -80,8 +80,9 @@ class Part:
 
     def margin(self, value: float) -> float:
         if self.lower_is_better:
-            # 0 (a figure too small for the run's clock to see) beats any bound.
-            return self.threshold / value if value else float("inf")
+            # Nothing measured (an idle connection that added no RSS) beats
+            # any threshold.
+            return self.threshold / value if value > 0 else float("inf")
         return value / self.threshold
 
     def text(self, value: float | None) -> str:

@@ -10,7 +10,7 @@ from .._listen import release
 from . import values
 from .http import add_timeout_options
 from .options import (Commands, access_log_config, add_access_log_options, add_run_options,
-                      listen_endpoints)
+                      listen_endpoints, reloading, runtime_only_options)
 
 __all__ = ["COMMANDS"]
 
@@ -59,9 +59,15 @@ def run(args: argparse.Namespace) -> None:
     from ..asgi.config import Config
     from ..asgi.host import ServeError, serve
 
+    if reloading(args):
+        return
     if args.io != "auto":
         raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
                          "loop serves it; leave --io at auto")
+    unsupported = runtime_only_options(args)
+    if unsupported:
+        raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command until "
+                         "parallio's event loop serves it")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,

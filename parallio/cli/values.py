@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["port", "positive_int", "seconds", "positive_seconds", "octal_mode", "log_level",
+__all__ = ["port", "positive_int", "non_negative_int", "seconds", "positive_seconds", "octal_mode", "log_level",
            "LOG_LEVELS"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -33,6 +33,13 @@ def positive_int(text: str) -> int:
     number = _integer(text)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number}: must be at least 1")
+    return number
+
+
+def non_negative_int(text: str) -> int:
+    number = _integer(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number}: must be 0 or more")
     return number
 
 

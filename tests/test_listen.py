@@ -409,3 +409,47 @@ def test_systemd_socket_activation_is_picked_up(tmp_path):
     finally:
         code, err = stop(process)
     assert code == 0, err
+
+
+def _curl_unix(path: str, target: str, count: int) -> set[str]:
+    """The answers to ``count`` curl requests over the unix socket, each on
+    a connection of its own; every one must succeed."""
+    answers = set()
+    for _ in range(count):
+        result = subprocess.run(["curl", "-sf", "--unix-socket", path, f"http://localhost{target}"],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        answers.add(result.stdout)
+    return answers
+
+
+def test_a_reload_and_an_added_worker_serve_the_same_unix_socket(tmp_path, monkeypatch):
+    """SIGHUP's fresh workers and SIGTTIN's extra one accept on the one
+    shared socket, as the first workers did; it is gone after the stop."""
+    version = tmp_path / "version"
+    version.write_text("1")
+    monkeypatch.setenv("PARALLIO_TEST_VERSION_FILE", str(version))
+    path = str(tmp_path / "reload.sock")
+    process, _port, _lines = start_server_process(
+        [*PYTHON, "serve", "tests._supervision_apps:Version", "--bind", f"unix:{path}",
+         "--parallel", "processes", "--workers", "2", "--io", "epoll"])
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    try:
+        assert {answer.split()[1] for answer in _curl_unix(path, "/version", 6)} == {"1"}
+        version.write_text("2")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: {a.split()[1] for a in _curl_unix(path, "/version", 6)} == {"2"},
+                 "workers of the new version")
+        process.send_signal(signal.SIGTTIN)
+        wait_for(lambda: "3" in {a.split()[0] for a in _curl_unix(path, "/version", 12)},
+                 "a third worker")
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert "reloading" in err and not os.path.exists(path)

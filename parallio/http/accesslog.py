@@ -43,7 +43,7 @@ import select
 import stat
 import time
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _json_string  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._control import write_all

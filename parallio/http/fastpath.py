@@ -93,7 +93,7 @@ def fast_path_protocol(app_class: type) -> type:
                         head_only=method == "HEAD")
                 else:
                     if handler.__class__ is str:
-                        bound = getattr(self.app, handler)  # type: ignore[arg-type]
+                        bound = getattr(self.app, handler)
                         result = bound(transport, request)
                     else:
                         result = handler(self.app, transport, request)  # type: ignore[operator]

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
 from ._beneath import open_beneath, reopen_for_reading
+from .connection import note_response
 from .parser import HttpError, Request
 from .response import (SERVER_HEADER, HeaderPairs, PreparedHeaders, render_head, server_headers,
                        simple_response)
@@ -328,10 +329,12 @@ class StaticFiles:
         location = request.raw_path + "/"
         if request.query:
             location += "?" + request.query
-        transport.send(simple_response(
+        response = simple_response(
             301, b"Moved Permanently\n", keep_alive=request.keep_alive,
             extra_headers=server_headers([("Location", location)]),
-            request_version=request.http_version, head_only=request.method == "HEAD"))
+            request_version=request.http_version, head_only=request.method == "HEAD")
+        transport.send(response)
+        note_response(transport, response)
 
     def _send_path(self, transport: "Transport", request: Request, path: bytes,
                    info: os.stat_result, name: bytes) -> None:
@@ -363,9 +366,10 @@ class StaticFiles:
         headers = request.headers
         if self._not_modified(headers.get("if-none-match"), headers.get("if-modified-since"),
                               etag, info.st_mtime):
-            transport.send(render_head(
-                304, server_headers(validators),
-                keep_alive=request.keep_alive, request_version=request.http_version))
+            head = render_head(304, server_headers(validators),
+                               keep_alive=request.keep_alive, request_version=request.http_version)
+            transport.send(head)
+            note_response(transport, head)
             file.close()
             return
         # Rendered directly: every value is the server's own (a type from the
@@ -377,7 +381,9 @@ class StaticFiles:
             if_range, etag, last_modified))
         if ranges is not None:
             if not ranges:
-                transport.send(range_not_satisfiable(request, size, validators))
+                response = range_not_satisfiable(request, size, validators)
+                transport.send(response)
+                note_response(transport, response)
                 file.close()
                 return
             (first, last), = ranges
@@ -388,6 +394,7 @@ class StaticFiles:
                            request_version=request.http_version)
         if request.method == "HEAD" or not length:
             transport.send(head)
+            note_response(transport, head)
             file.close()
             return
         if length <= SMALL_FILE:
@@ -398,6 +405,7 @@ class StaticFiles:
             if len(body) != length:
                 raise HttpError(503, "the file changed while being served; try again")
             transport.send(head + body)
+            note_response(transport, head, length)
             return
         try:
             # sendfile_ranged rather than sendfile: exactly the length the
@@ -405,6 +413,7 @@ class StaticFiles:
             # the connection is cut if it shrinks). The transport owns the
             # file from here.
             transport.sendfile_ranged(head, file, None, offset, length)
+            note_response(transport, head, length)
         except ValueError:
             raise HttpError(503, "the file changed while being served; try again") from None
 
@@ -452,6 +461,8 @@ class StaticFiles:
                 f"<title>Directory listing for {title}</title>\n</head>\n<body>\n"
                 f"<h1>Directory listing for {title}</h1>\n<hr>\n<ul>\n{''.join(rows)}</ul>\n"
                 f"<hr>\n</body>\n</html>\n").encode()
-        transport.send(simple_response(
+        response = simple_response(
             200, body, b"text/html; charset=utf-8", request.keep_alive, SERVER_HEADER,
-            request_version=request.http_version, head_only=request.method == "HEAD"))
+            request_version=request.http_version, head_only=request.method == "HEAD")
+        transport.send(response)
+        note_response(transport, response)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _context, transport
+from . import _context, _listen, _logging, transport
+from ._version import __version__
 from ._ref import ObjectRef
 from ._spec import Endpoint, Supervision
 from .protocol import ProtocolError
@@ -32,9 +33,9 @@ from .transport import NotInCallback, Transport
 from .worker import current_worker
 
 __all__ = [
-    "server", "client", "register", "run", "start", "transport", "current_transport",
-    "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport",
-    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "Supervision",
+    "__version__", "server", "inherited_servers", "client", "register", "run", "start", "transport",
+    "current_transport", "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime",
+    "Transport", "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "Supervision",
     # PyParallel's services. parallio.map, parallio.dict and parallio.list are
     # left out of * on purpose: they would shadow the builtins.
     "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
@@ -64,13 +65,36 @@ _registered: list[Endpoint] = []
 _current: Runtime | None = None
 
 
-def server(host: str, port: int, *, backlog: int = 1024) -> Endpoint:
-    """A TCP server on ``host``:``port`` (IPv4 or IPv6; port 0 picks a free
-    one, read it back from ``.port``). Every worker listens on it."""
+def server(host: str | None = None, port: int | None = None, *, path: str | None = None,
+           mode: int | None = None, fd: int | None = None, backlog: int = 1024) -> Endpoint:
+    """A server every worker accepts on, listening from now on: TCP on
+    ``host``:``port`` (IPv4 or IPv6; ``"::"`` takes IPv4 connections too;
+    port 0 picks a free one, read it back from ``.port``), the unix socket
+    at ``path`` (its permissions ``mode``, say ``0o660``), or the inherited
+    listening socket ``fd``. Raises :class:`OSError` naming the address
+    when it cannot listen there (in use, permission denied)."""
+    if sum((host is not None or port is not None, path is not None, fd is not None)) != 1:
+        raise TypeError("parallio.server() takes host and port, path=, or fd=")
     if _context.in_worker_import():
-        return Endpoint("server", host, port, 0, ())
+        return Endpoint("server", host or "", port or 0, 0, ())
     _check_main("server")
+    if path is not None:
+        return _listen.unix_server(path, mode, backlog)
+    if fd is not None:
+        return _listen.fd_server(fd, backlog)
+    if host is None or port is None:
+        raise TypeError("parallio.server() needs both host and port")
     return make_server(host, port, backlog)
+
+
+def inherited_servers(backlog: int = 1024) -> list[Endpoint]:
+    """The listening sockets systemd passed this process (socket
+    activation: ``LISTEN_FDS``/``LISTEN_PID``), one server each; empty when
+    it passed none. Register a protocol with each, as with :func:`server`."""
+    if _context.in_worker_import():
+        return []
+    _check_main("inherited_servers")
+    return _listen.systemd_servers(backlog)
 
 
 def client(host: str, port: int) -> Endpoint:
@@ -124,6 +148,8 @@ def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
     with no server, until nothing is left to do: no work item, no started
     timer), then drain and return. SIGHUP starts fresh workers and drains
     the old ones; SIGTTIN and SIGTTOU add and remove a worker.
+    Where the application configured no logging, parallio's own INFO lines
+    (where it listens) go to standard error.
 
     ``workers`` defaults to :func:`cpu_count`; ``parallel`` is ``auto``,
     ``threads``, ``interpreters`` or ``processes``; ``io`` is ``auto``,
@@ -139,6 +165,9 @@ def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
     global _current
     if _context.in_worker_import():
         return
+    # An application that configured no logging still learns where it
+    # listens and what was chosen for it.
+    _logging.configure_default()
     runtime = _take_registered(workers, parallel, io, drain_timeout, supervision, processes)
     _services.take_unhandled()  # logged already; this run reports its own
     _current = runtime

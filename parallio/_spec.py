@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ._ref import ObjectRef
 
@@ -14,29 +14,52 @@ class Endpoint:
     """A server address to listen on, or a client address to connect to.
 
     Made by :func:`parallio.server` / :func:`parallio.client` on the main
-    thread; each worker then opens its own listening socket on ``address``
-    (SO_REUSEPORT) and the kernel spreads connections across them.
+    thread (see :mod:`parallio._listen`). A TCP server's workers each open
+    their own listening socket on ``address`` (SO_REUSEPORT) and the kernel
+    spreads connections across them; a server with a ``fd`` (a unix socket,
+    an inherited descriptor) has one listening socket that every worker
+    accepts on.
     """
 
     kind: str  # "server" or "client"
     host: str
     port: int
     family: int
-    address: tuple
+    address: Any  # (host, port, ...) for TCP, the path for a unix socket
     backlog: int = 1024
     protocol: ObjectRef | None = None
-    # Keeps a server's port reserved (and resolved, for port 0) while workers
-    # come and go. Main-thread only: not sent to workers.
+    #: The main thread's descriptor of the one listening socket every worker
+    #: accepts on (each on its own duplicate); None where each has its own
+    #: SO_REUSEPORT listener.
+    fd: int | None = None
+    #: An IPv6 wildcard that takes IPv4 connections too (IPV6_V6ONLY off).
+    dualstack: bool = False
+    #: Where an inherited socket came from (``fd://3``, ``systemd fd 3``).
+    origin: str = ""
+    # Main-thread only, not sent to workers: the socket holding a TCP
+    # server's port (reserved, and resolved for port 0, while workers come
+    # and go) or the shared listening socket, and what to clean up after.
     placeholder: socket.socket | None = field(default=None, repr=False, compare=False)
+    cleanup: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["placeholder"] = None
+        state["placeholder"] = state["cleanup"] = None
         return state
 
+    @property
+    def where(self) -> str:
+        """The address as people write it: ``127.0.0.1:8080``,
+        ``[::1]:8080``, ``unix:/run/app.sock``, ``fd://3``."""
+        if self.family == socket.AF_UNIX:
+            where = f"unix:{self.address}"
+        else:
+            host = f"[{self.host}]" if self.family == socket.AF_INET6 else self.host
+            where = f"{host}:{self.port}"
+        return f"{where} ({self.origin})" if self.origin else where
+
     def __repr__(self) -> str:
-        host = f"[{self.host}]" if self.family == socket.AF_INET6 else self.host
-        return f"<parallio {self.kind} {host}:{self.port}>"
+        return f"<parallio {self.kind} {self.where}>"
 
 
 @dataclass
@@ -84,6 +107,8 @@ class WorkerSpec:
     main_module: MainModule | None
     log_level: int
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The logging.config.dictConfig the main process applied, if any.
+    log_config: dict[str, Any] | None = None
     #: Per endpoint, the listening socket this worker accepts on (the main
     #: thread made it; -1 for a client). The worker owns these descriptors
     #: and closes them when it stops listening.

@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import _control
+from . import _control, _listen, _logging
 # Imported for its worker start hook (heartbeats, recycling limits), which
 # must be registered in every worker's interpreter.
 from . import supervision as _supervision  # noqa: F401
@@ -72,57 +72,18 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _resolve(host: str, port: int, passive: bool) -> tuple[int, tuple]:
-    flags = socket.AI_PASSIVE if passive else 0
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    family, _type, _proto, _name, address = infos[0]
-    return family, address
-
-
-def _bound_socket(family: int, address: tuple) -> socket.socket:
-    """A TCP socket bound to ``address`` in the port's SO_REUSEPORT group."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def make_server(host: str, port: int, backlog: int = 1024) -> Endpoint:
-    family, address = _resolve(host, port, passive=True)
-    # Bound but never listening: it holds the port (and fixes port 0 to one
-    # number for every worker) without taking connections itself.
-    placeholder = _bound_socket(family, address)
-    address = placeholder.getsockname()
-    return Endpoint("server", host, address[1], family, address, backlog,
-                    placeholder=placeholder)
+    """A TCP server endpoint; see :mod:`parallio._listen` for the others."""
+    return _listen.tcp_server(host, port, backlog)
 
 
 def open_listener(endpoint: Endpoint) -> socket.socket:
     """One worker position's listening socket for ``endpoint``."""
-    sock = _bound_socket(endpoint.family, endpoint.address)
-    try:
-        if endpoint.family in (socket.AF_INET, socket.AF_INET6):
-            # Accepted sockets inherit it (Linux): no call per connection.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.listen(endpoint.backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _listen.open_listener(endpoint)
 
 
 def make_client(host: str, port: int) -> Endpoint:
-    family, address = _resolve(host, port, passive=False)
+    family, address = _listen.resolve(host, port, passive=False)
     return Endpoint("client", host, port, family, address)
 
 
@@ -250,7 +211,7 @@ class Runtime:
         if self.supervision.max_rss is not None and not self.host.rss_per_worker:
             raise ValueError(f"--max-rss needs the processes host: in the {self.host.name} "
                              "host workers share their process's memory")
-        log.info("parallio: %d worker(s) on the %s host (%s), %s engine (%s)",
+        log.info("%d worker(s) on the %s host (%s), %s engine (%s)",
                  self.workers, self.host.name, host_reason, self.io, io_reason)
         self._slots: dict[int, _Slot] = {}
         self._live: set[_Worker] = set()
@@ -290,7 +251,8 @@ class Runtime:
             seq_id=seq_id, io=self.io, host=self.host.worker_host, endpoints=self.endpoints,
             sys_path=list(sys.path), main_module=self.main_module,
             log_level=logging.getLogger().getEffectiveLevel(), extras=self.extras,
-            listen_fds=listen_fds, reply_fd=reply_fd, supervision=self.supervision)
+            listen_fds=listen_fds, reply_fd=reply_fd, supervision=self.supervision,
+            log_config=_logging.worker_logging_setup()[1])
 
     def _add_slot(self, seq_id: int) -> _Slot:
         listeners: list[socket.socket | None] = []
@@ -386,12 +348,17 @@ class Runtime:
                 # crashed it) while the others still start.
                 self._restart_due()
         except BaseException:
+            # The workers that did start stop quietly: the failure is told once.
+            for worker in list(self._live):
+                self._send_to(worker, ("stop", 0.0, True))
             self._shutdown_now()
             self._close()
             raise
         for endpoint in self.endpoints:
-            log.info("parallio: %s %s", "serving" if endpoint.kind == "server" else "connecting",
-                     endpoint)
+            if endpoint.kind == "server":
+                log.info("serving %r (%s)", endpoint, _listen.interfaces(endpoint))
+            else:
+                log.info("connecting %r", endpoint)
 
     # -- the supervisor loop ------------------------------------------------
     def run(self, install_signal_handlers: bool = True) -> None:
@@ -412,7 +379,7 @@ class Runtime:
                 signal.signal(signum, handler)
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        log.info("parallio: %s received; draining", signal.Signals(signum).name)
+        log.info("%s received; draining", signal.Signals(signum).name)
         self.stop(wait=False)
 
     def _on_reload_signal(self, _signum: int, _frame: Any) -> None:
@@ -492,7 +459,7 @@ class Runtime:
             return
         worker.heard = time.monotonic()
         if worker.hung_since is not None:
-            log.warning("parallio: worker %d answers again, after %.1f s without a heartbeat",
+            log.warning("worker %d answers again, after %.1f s without a heartbeat",
                         worker.seq_id, worker.heard - worker.hung_since)
             worker.hung_since = None
         for message in worker.reader.feed(data):
@@ -533,12 +500,12 @@ class Runtime:
         elif kind == "failed":
             failure = message[2]
             if starting and worker is slot.current:
-                raise WorkerStartupError(f"worker {worker.seq_id} failed to start:\n{failure}")
+                raise WorkerStartupError(f"worker {worker.seq_id} failed to start: {failure}")
             if worker is slot.successor:
-                log.error("parallio: the new worker %d failed to start (%s), so the one serving "
+                log.error("the new worker %d failed to start (%s), so the one serving "
                           "keeps serving:\n%s", worker.seq_id, slot.replacing_because, failure)
             else:
-                log.error("parallio: worker %d failed to restart:\n%s", worker.seq_id, failure)
+                log.error("worker %d failed to restart:\n%s", worker.seq_id, failure)
         elif kind == "recycle":
             if worker is slot.current and not worker.retiring:
                 self._replace(slot, message[2])
@@ -572,7 +539,7 @@ class Runtime:
             if previous is not None:
                 # The successor accepts on the same listeners from now on.
                 self._retire(previous, last_owner=False)
-            log.info("parallio: worker %d replaced (%s)", worker.seq_id, slot.replacing_because)
+            log.info("worker %d replaced (%s)", worker.seq_id, slot.replacing_because)
         self._notify("worker_ready", worker.seq_id)
 
     def add_message_handler(self, kind: str, handler: Callable[..., None]) -> None:
@@ -620,20 +587,20 @@ class Runtime:
         if worker is slot.successor:
             slot.successor = None
             if not self._stopping and not worker.stopped:
-                log.error("parallio: the new worker %d %s before it was ready, so the one "
+                log.error("the new worker %d %s before it was ready, so the one "
                           "serving keeps serving", worker.seq_id, worker.handle.describe_exit())
             return
         if worker is not slot.current:
             # A replaced worker, done draining (or not: say so).
             if not worker.stopped and not self._stopping:
-                log.warning("parallio: the replaced worker %d %s before its drain was done",
+                log.warning("the replaced worker %d %s before its drain was done",
                             worker.seq_id, worker.handle.describe_exit())
             return
         slot.current = None
         self._notify("worker_gone", slot.seq_id)
         if slot.removing:
             del self._slots[slot.seq_id]
-            log.info("parallio: worker %d stopped; %d worker(s) now", slot.seq_id, self.workers)
+            log.info("worker %d stopped; %d worker(s) now", slot.seq_id, self.workers)
             return
         if self._stopping or self._stop_requested or worker.stopped:
             return
@@ -641,7 +608,7 @@ class Runtime:
             raise WorkerStartupError(
                 f"worker {slot.seq_id} {worker.handle.describe_exit()} before it was ready")
         if slot.successor is not None:
-            log.error("parallio: worker %d %s; its successor takes over",
+            log.error("worker %d %s; its successor takes over",
                       slot.seq_id, worker.handle.describe_exit())
             return
         self._schedule_restart(slot, worker.handle.describe_exit())
@@ -650,7 +617,7 @@ class Runtime:
         now = time.monotonic()
         slot.deaths = [t for t in slot.deaths if now - t < 60.0] + [now]
         pause = _RESTART_BACKOFF[min(len(slot.deaths) - 1, len(_RESTART_BACKOFF) - 1)]
-        log.error("parallio: worker %d %s; restarting it in %.1f s", slot.seq_id, what, pause)
+        log.error("worker %d %s; restarting it in %.1f s", slot.seq_id, what, pause)
         slot.restart_at = now + pause
 
     def _restart_due(self) -> None:
@@ -680,7 +647,7 @@ class Runtime:
         try:
             slot.successor = self._spawn(slot)
         except OSError as exc:
-            log.error("parallio: could not start a successor for worker %d (%s): %s",
+            log.error("could not start a successor for worker %d (%s): %s",
                       slot.seq_id, reason, exc)
 
     def reload(self) -> None:
@@ -691,10 +658,10 @@ class Runtime:
         if self._stopping:
             return
         if self.host.name == "threads":
-            log.warning("parallio: reloading: the threads host shares its modules with the main "
+            log.warning("reloading: the threads host shares its modules with the main "
                         "thread, so the fresh workers run the application as it was imported; "
                         "the interpreters and processes hosts import it anew")
-        log.info("parallio: reloading: starting %d fresh worker(s)", self.workers)
+        log.info("reloading: starting %d fresh worker(s)", self.workers)
         for slot in list(self._slots.values()):
             self._replace(slot, "reload")
 
@@ -708,10 +675,10 @@ class Runtime:
             slot.current = self._spawn(slot)
         except OSError as exc:
             self._slots.pop(seq_id, None)
-            log.error("parallio: could not add a worker: %s", exc)
+            log.error("could not add a worker: %s", exc)
             return
         self.workers = seq_id
-        log.info("parallio: adding worker %d", seq_id)
+        log.info("adding worker %d", seq_id)
 
     def remove_worker(self) -> None:
         """One worker fewer (SIGTTOU): the last position's worker drains and
@@ -719,7 +686,7 @@ class Runtime:
         if self._stopping:
             return
         if self.workers <= 1:
-            log.warning("parallio: not removing the last worker")
+            log.warning("not removing the last worker")
             return
         slot = self._slots[self.workers]
         self.workers -= 1
@@ -728,7 +695,7 @@ class Runtime:
         # The socket closes with the last worker's copy, after it accepted
         # what waits in the backlog.
         slot.close_listeners()
-        log.info("parallio: removing worker %d", slot.seq_id)
+        log.info("removing worker %d", slot.seq_id)
         for worker in (slot.current, slot.successor):
             if worker is not None:
                 self._retire(worker, last_owner=True)
@@ -756,10 +723,10 @@ class Runtime:
         what = f"worker {worker.seq_id} sent no heartbeat for {silent:.1f} s " \
                f"(--worker-timeout {self.supervision.worker_timeout:g})"
         if self.host.can_kill_workers:
-            log.error("parallio: %s: %s", what, worker.handle.kill_note())
+            log.error("%s: %s", what, worker.handle.kill_note())
             worker.handle.kill()
             return
-        log.error("parallio: %s: it is hung (stopped, or in a callback that does not return). "
+        log.error("%s: it is hung (stopped, or in a callback that does not return). "
                   "The %s host cannot stop it, its workers sharing this process: restart the "
                   "server to recover, or serve with --parallel processes to have hung workers "
                   "replaced", what, self.host.name)
@@ -779,7 +746,7 @@ class Runtime:
         if not outbox.put(_control.encode(message)):
             if worker.sock is not None and not worker.drop_logged:
                 worker.drop_logged = True
-                log.error("parallio: worker %d does not read its control messages (%d MB "
+                log.error("worker %d does not read its control messages (%d MB "
                           "queued); dropping what more is sent to it", worker.seq_id,
                           outbox.pending >> 20)
             return False
@@ -799,7 +766,7 @@ class Runtime:
         if worker is None or worker.reply_fd is None:
             return False
         if not worker.replies.put(_control.encode(message)):
-            log.error("parallio: worker %d does not read its main-thread call replies; "
+            log.error("worker %d does not read its main-thread call replies; "
                       "dropped one", seq_id)
             return False
         if worker.replies.pending and threading.get_ident() != self.supervisor_ident:
@@ -871,7 +838,7 @@ class Runtime:
         while self._live:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                log.error("parallio: workers did not stop within the drain deadline")
+                log.error("workers did not stop within the drain deadline")
                 break
             self._process(remaining)
         self._shutdown_now()
@@ -894,14 +861,12 @@ class Runtime:
             slot.close_listeners()
         self.host.close()
         for endpoint in self.endpoints:
-            if endpoint.placeholder is not None:
-                endpoint.placeholder.close()
-                endpoint.placeholder = None
+            _listen.release(endpoint)
         for callback in self.close_callbacks:
             try:
                 callback()
             except Exception:
-                log.exception("parallio: a close callback failed")
+                log.exception("a close callback failed")
 
     def __enter__(self) -> "Runtime":
         return self.start()

@@ -24,10 +24,9 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from typing import Any, Callable, TypeVar
 
-from . import _context, _control, _memory
+from . import _context, _control, _errors, _logging, _memory
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import make_engine
 from .engine.base import Handle
@@ -46,6 +45,11 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 # At most one "accept failed" log line per listener this often.
 _ACCEPT_LOG_INTERVAL = 10.0
+# Connections a worker accepts from a shared socket per turn.
+_SHARED_ACCEPT_BATCH = 4
+# Accept errors after which accepting goes on (accept(2), Linux notes).
+_TRANSIENT_ACCEPT_ERRORS = _EXHAUSTED | {errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
+                                         errno.EINTR, errno.ENETDOWN, errno.EHOSTUNREACH}
 # After a burst of at least this many connections has fallen to half, free
 # memory is given back to the system (once the closes have settled).
 _BURST_CONNECTIONS = 16
@@ -174,13 +178,56 @@ class Worker:
 
         def on_accept(fd: int) -> None:
             if fd < 0:
-                self._accept_failed(listener, -fd)
+                # EAGAIN: another worker took the connection from a shared
+                # socket first.
+                if fd != -errno.EAGAIN:
+                    self._accept_failed(listener, -fd)
                 return
             listener.failures = 0
             self.serve_connection(fd, spec)
 
         listener.on_accept = on_accept
-        self.engine.accept(listener.handle, on_accept)
+        self._start_accepting(listener)
+
+    # A socket every worker accepts on is accepted from in turns: each worker
+    # waits for it to be readable and accepts a few connections itself, so a
+    # busy worker leaves new connections to the others. The engine's own
+    # accept would not: io_uring's multishot accept goes on accepting in the
+    # kernel while its worker is busy, and measured on a shared unix socket,
+    # the first worker's ring took every connection.
+    def _start_accepting(self, listener: _Listener) -> None:
+        if listener.endpoint.fd is None:
+            assert listener.on_accept is not None
+            self.engine.accept(listener.handle, listener.on_accept)
+        else:
+            self.engine.wait_readable(listener.handle, lambda _mask: self._take_turn(listener))
+
+    def _stop_accepting(self, listener: _Listener) -> None:
+        if listener.endpoint.fd is None:
+            self.engine.stop_accepting(listener.handle)
+        else:
+            self.engine.cancel_waits(listener.handle)
+
+    def _take_turn(self, listener: _Listener) -> None:
+        on_accept = listener.on_accept
+        assert on_accept is not None
+        for _ in range(_SHARED_ACCEPT_BATCH):
+            try:
+                # accept4 with SOCK_CLOEXEC, without a socket object.
+                fd, _address = listener.sock._accept()  # type: ignore[attr-defined]
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                code = exc.errno or errno.EIO
+                on_accept(-code)
+                if code not in _TRANSIENT_ACCEPT_ERRORS:
+                    return  # logged; it would only fail again
+            else:
+                os.set_blocking(fd, False)
+                on_accept(fd)
+            if listener.paused or listener not in self.listeners:
+                return
+        self._start_accepting(listener)
 
     def serve_connection(self, fd: int, spec: ProtocolSpec) -> Transport:
         """Run a protocol instance of ``spec`` on the connected socket ``fd``
@@ -212,7 +259,7 @@ class Worker:
         # Out of descriptors: retrying at once fails again at once. Waiting
         # connections stay in the kernel's backlog until accepting resumes.
         listener.paused = True
-        self.engine.stop_accepting(listener.handle)
+        self._stop_accepting(listener)
         pause = _ACCEPT_BACKOFF[min(listener.failures, len(_ACCEPT_BACKOFF) - 1)]
         listener.failures += 1
         self.call_later(pause, self._resume_accepting, listener)
@@ -220,8 +267,7 @@ class Worker:
     def _resume_accepting(self, listener: _Listener) -> None:
         listener.paused = False
         if listener in self.listeners:
-            assert listener.on_accept is not None
-            self.engine.accept(listener.handle, listener.on_accept)
+            self._start_accepting(listener)
 
     def _connect(self, endpoint: Endpoint, spec: ProtocolSpec) -> None:
         sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
@@ -366,8 +412,10 @@ class Worker:
 
     def _on_control(self, data: bytes | int) -> None:
         if data.__class__ is not bytes or not data:
-            # The main thread is gone: nobody is left to report to.
-            log.error("worker %d: lost its main thread; stopping", self.seq_id)
+            # The main thread is gone: nobody is left to report to (unless
+            # it told this worker to stop first).
+            if not self._draining:
+                log.error("worker %d: lost its main thread; stopping", self.seq_id)
             self.close_all()
             self._running = False
             return
@@ -422,7 +470,7 @@ class Worker:
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:
-            self.engine.stop_accepting(listener.handle)
+            self._stop_accepting(listener)
             listener.sock.detach()
             self.engine.close(listener.handle)
         self.listeners.clear()
@@ -444,7 +492,7 @@ def _protocol_class(endpoint: Endpoint) -> Any:
         return endpoint.protocol.resolve()
     except Exception as exc:
         raise ImportError(
-            f"worker cannot import protocol {endpoint.protocol.path!r} for {endpoint!r}: "
+            f"cannot import {endpoint.protocol.path!r} (for {endpoint!r}): "
             f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -518,10 +566,7 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                signal.SIGTTIN, signal.SIGTTOU):
                     signal.signal(signum, signal.SIG_IGN)
-            if not logging.getLogger().handlers:
-                logging.basicConfig(
-                    level=spec.log_level,
-                    format="%(asctime)s %(levelname)s parallio[%(process)d]: %(message)s")
+            _logging.configure_worker_logging((spec.log_level, spec.log_config), seq_id)
             if spec.main_module is not None:
                 load_main_module(spec.main_module)
         worker = Worker(spec, control_fd)
@@ -529,8 +574,8 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         for hook in _worker_start_hooks:
             hook(worker)
         worker.start()
-    except BaseException:
-        failure = traceback.format_exc()
+    except BaseException as exc:
+        failure = _errors.describe(exc)
         if worker is not None:
             worker.close_all()
             worker.engine.shutdown()
@@ -538,7 +583,10 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
             for fd in spec.listen_fds:
                 if fd >= 0:
                     os.close(fd)
-        _control.write_all(control_fd, _control.encode(("failed", seq_id, failure)))
+        try:
+            _control.write_all(control_fd, _control.encode(("failed", seq_id, failure)))
+        except OSError:
+            pass  # the main thread is gone: another worker's failure stopped it
         _context.set_worker(None)
         return False
     try:

@@ -3,18 +3,24 @@
 # with the test requirements: .venv/py311 (or whatever >= 3.11 `python3` is)
 # and .venv/py313 (the best host, isolated subinterpreters, needs 3.13+).
 # Prints the interpreters it prepared, best first, one per line.
-# Sourced by scripts/serve and scripts/test; safe to run again.
+# With --find, prepares nothing and prints the interpreters it found (what
+# serving needs: parallio itself has no dependencies).
+# Run by scripts/serve (--find) and scripts/test; safe to run again.
 set -euo pipefail
+find_only=false
+[ "${1:-}" = --find ] && find_only=true
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venvs="$root/.venv"
-mkdir -p "$venvs"
 
 version_of() { "$1" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null; }
 
-# Candidate interpreters: whatever is on PATH, then pyenv's, then uv's.
+# Candidate interpreters: whatever is on PATH, then pyenv's own (its shims on
+# PATH only forward to those, slowly: they are skipped).
 candidates=()
 for name in python3.14 python3.13 python3.12 python3.11 python3; do
-    command -v "$name" >/dev/null 2>&1 && candidates+=("$(command -v "$name")")
+    found=$(command -v "$name" 2>/dev/null) || continue
+    case "$found" in */shims/*) continue ;; esac
+    candidates+=("$found")
 done
 if command -v pyenv >/dev/null 2>&1 || [ -d "${PYENV_ROOT:-$HOME/.pyenv}" ]; then
     pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
@@ -50,6 +56,11 @@ fi
 for slot in new old; do
     python=${chosen[$slot]:-}
     [ -n "$python" ] || continue
+    if $find_only; then
+        echo "$python"
+        continue
+    fi
+    mkdir -p "$venvs"
     venv="$venvs/py$(version_of "$python")"
     stamp="$venv/.requirements"
     if [ ! -x "$venv/bin/python" ] || ! cmp -s "$root/requirements-test.txt" "$stamp"; then

@@ -299,8 +299,8 @@ def test_a_fatal_fault_in_a_worker_process_ends_only_it(layout, fault, ended, ca
             sock.sendall(fault + b"\n")
             assert recv_all(sock) == b""
         wait_for_log(caplog, ended)
-        victim = next(int(record.getMessage().split()[2]) for record in caplog.records
-                      if ended in record.getMessage())
+        victim = next(int(re.search(r"worker (\d+)", record.getMessage()).group(1))
+                      for record in caplog.records if ended in record.getMessage())
         wait_restarted(runtime, victim, old_pids[victim], layout)
         survivor = 3 - victim
         assert {info["worker"]: info["pid"]

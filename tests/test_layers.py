@@ -27,7 +27,8 @@ PACKAGE = ROOT / "parallio"
 #: A module not named here fails the test until it is given a place.
 LAYERS: list[tuple[str, ...]] = [
     ("parallio._context", "parallio._control", "parallio._sockets", "parallio._httpdate",
-     "parallio._ref", "parallio._spec", "parallio._memory"),
+     "parallio._ref", "parallio._spec", "parallio._memory", "parallio._listen",
+     "parallio._logging", "parallio._proctitle", "parallio._errors", "parallio._version"),
     ("parallio.engine",),
     ("parallio.protocol", "parallio.stream"),
     ("parallio.transport",),

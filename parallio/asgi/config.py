@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
+from ..http.accesslog import AccessLogConfig
 from ..http.parser import Limits
 
 __all__ = ["ASGIApp", "Config", "load_app", "AppLoadError"]
@@ -68,6 +69,8 @@ class Config:
     scheme: str = "http"
     #: The ``Server`` header value (None: send none).
     server_header: Optional[str] = "parallio"
+    #: Where and how each worker logs the responses (None: no access log).
+    access_log: Optional[AccessLogConfig] = None
 
     def __post_init__(self) -> None:
         if self.lifespan not in ("auto", "on", "off"):

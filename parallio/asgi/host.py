@@ -26,6 +26,10 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Optional, Union
 
+from .._listen import interfaces, release, tcp_server, open_listener
+from .._logging import configure_worker_logging, worker_logging_setup
+from .._proctitle import set_process_title
+from .._spec import Endpoint
 from .config import AppLoadError, ASGIApp, Config, load_app
 from .lifespan import LifespanFailure
 from .server import serve_asgi
@@ -49,7 +53,8 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if kind == "uvloop":
-                raise ServeError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+                raise ServeError("--loop uvloop: uvloop is not installed "
+                                 "(pip install 'parallio[uvloop]')") from None
         else:
             return uvloop.new_event_loop()
     elif kind != "asyncio":
@@ -57,25 +62,12 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _reuseport_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    return sock
-
-
-def _run_worker(app: ASGIApp, host: str, port: int, config: Config, loop_kind: str,
-                on_ready: Callable[[], None], on_loop: Callable[[Any, Any], None]) -> None:
-    """One worker: its own socket and loop, serving until stopped."""
-    sock = _reuseport_socket(host, port)
-    sock.listen(1024)
-    sock.setblocking(False)
+def _run_worker(app: ASGIApp, endpoints: list[Endpoint], config: Config, loop_kind: str,
+                number: int, on_ready: Callable[[], None],
+                on_loop: Callable[[Any, Any], None]) -> None:
+    """One worker: its own listening sockets (see :mod:`parallio._listen`)
+    and loop, serving until stopped."""
+    socks = [open_listener(endpoint) for endpoint in endpoints]
     loop = new_event_loop(loop_kind)
     try:
         asyncio.set_event_loop(loop)
@@ -83,21 +75,28 @@ def _run_worker(app: ASGIApp, host: str, port: int, config: Config, loop_kind: s
         async def main() -> None:
             stop = asyncio.Event()
             on_loop(loop, stop)
-            await serve_asgi(app, sock, config, stop=stop, ready=on_ready)
+            await serve_asgi(app, socks, config, stop=stop, ready=on_ready, worker=number)
 
         loop.run_until_complete(main())
     finally:
         loop.close()
-        sock.close()
+        for sock in socks:
+            sock.close()
 
 
-def _process_main(app_path: str, host: str, port: int, config: Config, loop_kind: str,
-                  log_level: int, status: Connection) -> None:
-    """A worker process (spawned: a fresh interpreter that imports the app)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s [worker %(process)d] "
-                                                "%(message)s")
+def _process_main(app_path: str, endpoints: list[Endpoint], shared: list[Optional[socket.socket]],
+                  config: Config, loop_kind: str, number: int, logging_setup: Any,
+                  status: Connection) -> None:
+    """A worker process (spawned: a fresh interpreter that imports the app).
+    ``shared`` holds this process's duplicates of the shared listening
+    sockets (multiprocessing passes them), by endpoint."""
+    set_process_title(f"parallio: worker {number}", f"parallio: w{number}")
+    configure_worker_logging(logging_setup, number)
     if "" not in sys.path:
         sys.path.insert(0, "")
+    for endpoint, sock in zip(endpoints, shared):
+        if sock is not None:
+            endpoint.fd = sock.fileno()
 
     def on_loop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -105,7 +104,8 @@ def _process_main(app_path: str, host: str, port: int, config: Config, loop_kind
 
     try:
         app = load_app(app_path)
-        _run_worker(app, host, port, config, loop_kind, lambda: status.send(("ready", "")), on_loop)
+        _run_worker(app, endpoints, config, loop_kind, number,
+                    lambda: status.send(("ready", "")), on_loop)
     except (LifespanFailure, AppLoadError, ServeError) as error:
         status.send(("failed", str(error)))
         sys.exit(1)
@@ -113,6 +113,11 @@ def _process_main(app_path: str, host: str, port: int, config: Config, loop_kind
         log.exception("worker failed")
         status.send(("failed", f"{type(error).__name__}: {error}"))
         sys.exit(1)
+
+
+def _url(endpoint: Endpoint) -> str:
+    return (f"http+unix://{endpoint.address}" if endpoint.family == socket.AF_UNIX
+            else f"http://{endpoint.where}")
 
 
 class _Worker:
@@ -157,12 +162,15 @@ def _free_threaded() -> bool:
 
 def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *,
           workers: Optional[int] = None, parallel: str = "auto", loop: str = "auto",
-          config: Config = Config(), on_ready: Optional[Callable[[int], None]] = None) -> None:
+          config: Config = Config(), on_ready: Optional[Callable[[int], None]] = None,
+          endpoints: Optional[list[Endpoint]] = None) -> None:
     """Serve an ASGI application on ``workers`` event loops until SIGINT or
     SIGTERM. ``app`` is ``"module:attribute"`` (needed for processes, whose
-    workers import it) or the application object (threads). ``on_ready``
-    gets the port once every worker accepts. ServeError if a worker's
-    startup fails (its lifespan's message) or the address is taken."""
+    workers import it) or the application object (threads). It listens on
+    ``endpoints`` (from :func:`parallio.server`, which this call closes) or
+    else on ``host``:``port``. ``on_ready`` gets the (first) port once every
+    worker accepts. ServeError if a worker's startup fails (its lifespan's
+    message); OSError naming the address if it cannot listen there."""
     if parallel == "auto":
         if not isinstance(app, str):
             parallel, why = "threads", "the application is an object, which only threads share"
@@ -170,7 +178,7 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
             parallel, why = "threads", "this Python has no GIL"
         else:
             parallel, why = "processes", "the GIL would serialise threads"
-        log.info("parallio asgi: %s host, because %s (the interim host, until parallio's own "
+        log.info("ASGI on the %s host, because %s (the interim host, until parallio's own "
                  "event loop runs the workers)", parallel, why)
     if parallel == "interpreters":
         raise ServeError("--parallel interpreters needs parallio's event loop for ASGI "
@@ -191,10 +199,12 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
     if parallel == "threads":
         app_object = load_app(app) if isinstance(app, str) else app
 
-    # The port stays reserved by a bound (never listening) socket, so that
-    # a worker restarted later gets the same one even if it was 0.
-    reserved = _reuseport_socket(host, port)
-    port = reserved.getsockname()[1]
+    # Made before any worker starts: an address in use fails here, once.
+    # A TCP port stays held by a placeholder, so that a worker restarted
+    # later gets the same one even if it was 0.
+    if endpoints is None:
+        endpoints = [tcp_server(host, port)]
+    port = endpoints[0].port
     stopping = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stopping.set())
                 for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -209,7 +219,9 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
             worker.status = receiver
             worker.process = context.Process(
                 target=_process_main, name=f"parallio-asgi-{worker.index + 1}",
-                args=(app, host, port, config, loop, logging.getLogger().getEffectiveLevel(), sender))
+                args=(app, endpoints, [endpoint.placeholder if endpoint.fd is not None else None
+                                       for endpoint in endpoints],
+                      config, loop, worker.index + 1, worker_logging_setup(), sender))
             worker.process.start()
             sender.close()
             return
@@ -223,15 +235,15 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
         def thread_main() -> None:
             assert app_object is not None
             try:
-                _run_worker(app_object, host, port, config, loop, ready, on_loop)
+                _run_worker(app_object, endpoints, config, loop, worker.index + 1, ready, on_loop)
             except (LifespanFailure, ServeError) as error:
                 worker.failure = str(error)
             except BaseException as error:
                 log.exception("worker %d failed", worker.index + 1)
                 worker.failure = f"{type(error).__name__}: {error}"
 
-        worker.thread = threading.Thread(target=thread_main, name=f"parallio-asgi-{worker.index + 1}",
-                                         daemon=True)
+        worker.thread = threading.Thread(target=thread_main,
+                                         name=f"parallio: worker {worker.index + 1}", daemon=True)
         worker.thread.start()
 
     def poll(worker: _Worker) -> None:
@@ -269,8 +281,9 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
                     start(worker)
             if not announced and all(worker.ready for worker in pool):
                 announced = True
-                log.info("parallio asgi: serving on http://%s:%d with %d worker %s (%s loop)",
-                         f"[{host}]" if ":" in host else host, port, count, parallel, loop_name)
+                for endpoint in endpoints:
+                    log.info("serving on %s with %d worker %s (%s loop; %s)", _url(endpoint),
+                             count, parallel, loop_name, interfaces(endpoint))
                 if on_ready is not None:
                     on_ready(port)
     finally:
@@ -278,6 +291,7 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
             worker.stop()
         for worker in pool:
             worker.join(config.drain_timeout + 5)
-        reserved.close()
+        for endpoint in endpoints:
+            release(endpoint)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -87,7 +87,7 @@ class HttpCycle:
     __slots__ = ("protocol", "request", "scope", "task", "state", "head", "status", "chunked",
                  "remaining", "keep_alive", "head_only", "wrote", "trailers_promised",
                  "trailers_sent", "trailer_pairs", "disconnected", "timed_out", "started_at",
-                 "_body_pos", "wakeup")
+                 "_body_pos", "wakeup", "sent", "logged")
 
     def __init__(self, protocol: "HttpProtocol", request: Request, scope: dict) -> None:
         self.protocol = protocol
@@ -110,6 +110,8 @@ class HttpCycle:
         self.started_at = time.monotonic()
         self._body_pos = -1  # -1: no http.request event delivered yet
         self.wakeup = Wakeup()  # for a receive() waiting for the response's end
+        self.sent = 0  # body bytes written, for the access log
+        self.logged = False
 
     # -- the application's side ----------------------------------------------------
 
@@ -151,12 +153,25 @@ class HttpCycle:
             return
         protocol = self.protocol
         if self.wrote:
+            self.log()
             protocol.transport.abort()
             return
         protocol.transport.write(simple_response(
             status, body, keep_alive=False, extra_headers=protocol.server.server_header,
             request_version=self.request.http_version, head_only=self.head_only))
         self.wrote = True
+        self.status = status
+        self.sent = 0 if self.head_only else len(body)
+        self.log()
+
+    def log(self) -> None:
+        """The response is over: its access log line, once."""
+        access = self.protocol.server.access
+        if access is None or self.logged:
+            return
+        self.logged = True
+        start = time.time() - (time.monotonic() - self.started_at)
+        access.record(self.protocol.peer, self.request, self.status, self.sent, start)
 
     async def receive(self) -> dict:
         body = self.request.body
@@ -249,6 +264,7 @@ class HttpCycle:
         if body and not self.head_only:
             if self.status in _NO_BODY_STATUSES:
                 raise RuntimeError(f"a {self.status} response has no body")
+            self.sent += len(body)
             if self.remaining is not None:
                 self.remaining -= len(body)
                 if self.remaining < 0:
@@ -309,6 +325,7 @@ class HttpCycle:
             if sends_file:
                 await self.protocol.send_file(file, size)
                 self.wrote = True
+                self.sent += size
                 if self.remaining is not None:
                     self.remaining = 0
         parts = [b"\r\n"] if sends_file and self.chunked else []
@@ -369,10 +386,14 @@ class HttpProtocol(asyncio.Protocol):
         self.local = _address(transport.get_extra_info("sockname"))
         self.peer = _address(transport.get_extra_info("peername"))
         self.server.connections.add(self)
+        if self.server.access is not None:
+            self.server.access.opened()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
         self.server.connection_closed(self)
+        if self.server.access is not None:
+            self.server.access.closed()
         if self.cycle is not None:
             self.cycle.disconnect()
         if self.websocket is not None:
@@ -473,6 +494,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.cycle is not cycle:
             return
         self.cycle = None
+        cycle.log()
         self.last_activity = time.monotonic()
         if not cycle.keep_alive:
             self.pending.clear()
@@ -484,6 +506,7 @@ class HttpProtocol(asyncio.Protocol):
     def cycle_ended(self, cycle: HttpCycle) -> None:
         """``cycle``'s application returned (or raised): if its response is
         still open, the connection cannot be reused."""
+        cycle.log()  # a response cut short (a client gone, say) is logged too
         if self.cycle is cycle:
             if not self.closed:
                 self.transport.close()
@@ -539,9 +562,11 @@ class HttpProtocol(asyncio.Protocol):
             self.refusal = error
             return
         if not self.transport.is_closing():
+            body = f"{error.status} {error.reason}\n".encode()
             self.transport.write(simple_response(
-                error.status, f"{error.status} {error.reason}\n".encode(), keep_alive=False,
-                extra_headers=self.server.server_header))
+                error.status, body, keep_alive=False, extra_headers=self.server.server_header))
+            if self.server.access is not None:
+                self.server.access.record(self.peer, None, error.status, len(body), time.time())
             self.transport.close()
 
     # -- flow control ------------------------------------------------------------------------

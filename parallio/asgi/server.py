@@ -15,9 +15,10 @@ import logging
 import socket
 import sys
 import time
-from typing import Any, Callable, Coroutine, Optional
+from typing import Any, Callable, Coroutine, Optional, Sequence, Union
 from urllib.parse import quote
 
+from ..http.accesslog import AccessLog
 from ..http.response import PreparedHeaders, prepare_headers
 from .config import ASGIApp, Config
 from .http import HttpProtocol
@@ -35,9 +36,11 @@ class ServerState:
     """What every connection of one server shares."""
 
     def __init__(self, app: ASGIApp, config: Config, state: dict,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, worker: int = 0) -> None:
         self.app = app
         self.config = config
+        self.access = (AccessLog(config.access_log, loop.call_later, worker)
+                       if config.access_log is not None else None)
         self.state = state
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
@@ -99,22 +102,31 @@ class ServerState:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
         self._sweeper.cancel()
+        if self.access is not None:
+            self.access.close()
 
 
-async def serve_asgi(app: ASGIApp, sock: socket.socket, config: Config = Config(), *,
+async def serve_asgi(app: ASGIApp, sock: Union[socket.socket, Sequence[socket.socket]],
+                     config: Config = Config(), *,
                      stop: Optional[asyncio.Event] = None,
-                     ready: Optional[Callable[[], Any]] = None) -> None:
-    """Serve ``app`` on the listening socket ``sock`` until ``stop`` is set
-    (or the task is cancelled). ``ready`` is called once connections are
-    being accepted. :class:`~parallio.asgi.lifespan.LifespanFailure` if the
-    application's startup failed; nothing was accepted then."""
+                     ready: Optional[Callable[[], Any]] = None, worker: int = 0) -> None:
+    """Serve ``app`` on the listening socket ``sock`` (or each of a
+    sequence of them) until ``stop`` is set (or the task is cancelled).
+    ``ready`` is called once connections are being accepted; ``worker``
+    is the worker's number, for the access log.
+    :class:`~parallio.asgi.lifespan.LifespanFailure` if the application's
+    startup failed; nothing was accepted then."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app, config.lifespan)
     await lifespan.startup()
-    state = ServerState(app, config, lifespan.state, loop)
+    state = ServerState(app, config, lifespan.state, loop, worker)
+    servers = []
     try:
-        server = await loop.create_server(state.protocol, sock=sock, backlog=1024)
+        for one in ([sock] if isinstance(sock, socket.socket) else sock):
+            servers.append(await loop.create_server(state.protocol, sock=one, backlog=1024))
     except BaseException:
+        for server in servers:
+            server.close()
         await lifespan.shutdown()
         raise
     try:
@@ -124,6 +136,7 @@ async def serve_asgi(app: ASGIApp, sock: socket.socket, config: Config = Config(
             stop = asyncio.Event()
         await stop.wait()
     finally:
-        server.close()
+        for server in servers:
+            server.close()
         await state.shutdown(config.drain_timeout)
         await lifespan.shutdown()

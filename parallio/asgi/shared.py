@@ -6,10 +6,13 @@ connection (as protocols, so the modules need not import each other)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Coroutine, Optional, Protocol
 
 from ..http.response import PreparedHeaders, prepare_headers, render_head
 from .config import ASGIApp, Config
+
+if TYPE_CHECKING:
+    from ..http.accesslog import AccessLog
 
 __all__ = ["ClientDisconnected", "ResponseHeaders", "Wakeup", "Server", "Connection"]
 
@@ -25,6 +28,8 @@ class Server(Protocol):
     stopping: bool
     server_header: PreparedHeaders
     raw_root_path: bytes
+    #: The worker's access log, or None.
+    access: Optional["AccessLog"]
 
     def start_task(self, coroutine: Coroutine[Any, Any, None]) -> "asyncio.Task[None]": ...
 

@@ -27,8 +27,8 @@ from ..runtime import cpu_count
 from . import servers as srv
 from .idle import IdleConnections
 from .proc import PeakRssSampler, cpu_times, machine_busy, rss_bytes
-from .servers import APP, ASGI, FASTPATH, ROUTES, STATIC, WSGI, Contender, RunningServer, \
-    ServerFailed
+from .servers import ACCESS_LOG, APP, ASGI, FASTPATH, ROUTES, STATIC, WSGI, Contender, \
+    RunningServer, ServerFailed
 from .wrk import IDENTICAL, UNIQUE, WrkError, run_wrk
 
 SERVER_CPU = "0"
@@ -46,7 +46,8 @@ QUIET_BUSY = 0.10
 
 #: Scenarios served by one worker pinned to CPU 0, in the order they run
 #: (they share one set of servers), then the others.
-PINNED_SCENARIOS = ("per_core", "routes", "wsgi", "pipeline", "connections", "latency", "idle")
+PINNED_SCENARIOS = ("per_core", "routes", "wsgi", "access_log", "pipeline", "connections",
+                    "latency", "idle")
 SCENARIOS = (*PINNED_SCENARIOS, "static", "scaling")
 
 
@@ -213,6 +214,9 @@ class Bench:
             "wsgi": Loaded("wsgi: /plaintext from a plain WSGI callable, 1 worker",
                            lambda c: self.wanted(c, WSGI) or c.family == "asyncio"
                            or (c.family == "granian" and c.app == WSGI), [unique]),
+            "access_log": Loaded(
+                "access_log: /plaintext on the fast path with and without --access-log, "
+                "1 worker", self.access_log_members, [unique]),
             "pipeline": Loaded(
                 f"pipeline: {PIPELINE_DEPTH} pipelined /plaintext requests per write, 1 worker",
                 lambda c: self.wanted(c, FASTPATH) or peers(c),
@@ -222,6 +226,16 @@ class Bench:
                 "1 worker", lambda c: self.wanted(c, FASTPATH) or peers(c),
                 [dict(unique, connections=MANY_CONNECTIONS)]),
         }
+
+    def access_log_members(self, contender: Contender) -> bool:
+        """The fast path with its access log, and the same combination
+        without (the log's cost is their difference); asyncio for scale."""
+        if contender.family == "asyncio":
+            return True
+        if contender.family != "parallio" or contender.app not in (FASTPATH, ACCESS_LOG):
+            return False
+        return (contender.host, contender.engine) == (self.default_host, self.default_engine) \
+            or self.settings.all_combinations or self.default_host is None
 
     def latency_members(self, contender: Contender) -> bool:
         return self.wanted(contender, FASTPATH) or contender.family in ("asyncio", "uvloop")

@@ -152,6 +152,11 @@ def _targets_table(cores: int) -> list[Target]:
         Target("T4", "WSGI (plain callable) vs granian WSGI, 1 worker", ">=1.0x",
                (Part("/plaintext", "wsgi", dict(unique, route="plaintext"), "wsgi",
                      "capacity_rps", 1.0, base=("granian", "wsgi")),)),
+        Target("A1", "the access log's cost: CPU per request with --access-log vs without, "
+               "fast path, 1 worker", "<=1.10x",
+               (Part("/plaintext", "access_log", dict(unique, route="plaintext"), "access_log",
+                     "cpu_us_per_request", 1.10, base=("parallio", "fastpath"),
+                     lower_is_better=True),)),
         Target("T5", f"{PIPELINE_DEPTH} pipelined requests vs asyncio peer", ">=1.2x",
                (Part("/plaintext", "pipeline", dict(unique, depth=PIPELINE_DEPTH), "fastpath",
                      "capacity_rps", 1.2),)),
@@ -395,6 +400,7 @@ PARALLIO_NOTES = {
                 "path); files: `python -m parallio http-server`",
     "routes": "`python -m parallio serve parallio.bench.routes:app` (HttpServer routes)",
     "wsgi": "`python -m parallio wsgi parallio.bench.apps:wsgi_app`",
+    "access_log": "the fast path with `--access-log FILE` (the combined log format)",
 }
 
 
@@ -473,6 +479,12 @@ def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) ->
     out += _load_section(rows, "wsgi", "wsgi: a plain WSGI callable, 1 worker on CPU 0 "
                          "(busy loop)", peers=(("granian", "wsgi"), ("asyncio", None)),
                          rps_label="req/s (half a core)")
+    out += _load_section(rows, "access_log", "access_log: the fast path with and without "
+                         "--access-log (combined format, to a file), 1 worker on CPU 0 (busy "
+                         "loop)", metric="cpu_us_per_request", peers=(("parallio", "fastpath"),),
+                         rps_label="req/s (half a core)",
+                         note="The ratio is of CPU µs per request to the same server without "
+                              "the log: its cost (target A1: at most 1.10x).")
     out += _load_section(rows, "pipeline", f"pipeline: {PIPELINE_DEPTH} requests per write, "
                          "1 worker on CPU 0 (busy loop)", peers=peers,
                          rps_label="req/s (half a core)",

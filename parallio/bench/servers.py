@@ -32,6 +32,9 @@ APP, STATIC = "app", "static"
 #: How a contender serves the routes. parallio: its fast path (``http11``
 #: protocol), HttpServer routes, or a WSGI callable; a peer: its own code.
 FASTPATH, ROUTES, WSGI, ASGI, OWN = "fastpath", "routes", "wsgi", "asgi", "own"
+#: parallio's fast path with an access log (to a file in the scratch
+#: folder): what the log costs per request.
+ACCESS_LOG = "access_log"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class Contender:
             head = [sys.executable, "-m", "parallio", "--log-level", "WARNING"]
             if purpose == STATIC:
                 return [*head, "http-server", str(static_dir), *common]
+            if self.app == ACCESS_LOG:
+                return [*head, "serve", "parallio.bench.apps:BenchApp", *common,
+                        "--access-log", str(scratch / f"access-{port}.log")]
             if self.app == WSGI:
                 return [*head, "wsgi", "parallio.bench.apps:wsgi_app", *common]
             target = "parallio.bench.routes:app" if self.app == ROUTES \
@@ -117,13 +123,16 @@ def parallio_contenders(all_combinations: bool = False) -> list[Contender]:
     uring_problem = uring_unavailable_reason() or _import_problem(
         "parallio.engine.uring", "the io_uring engine")
     contenders = []
-    for app, label in ((FASTPATH, ""), (ROUTES, "routes "), (WSGI, "wsgi ")):
+    for app, label in ((FASTPATH, ""), (ROUTES, "routes "), (WSGI, "wsgi "),
+                       (ACCESS_LOG, "access-log ")):
         for host_name, host_class in HOSTS.items():
             for engine in ("uring", "epoll"):
                 combo = f"{host_name}/{engine}"
                 if app != FASTPATH and not all_combinations and default is not None \
                         and host_name != default.partition("/")[0]:
                     continue
+                if app == ACCESS_LOG and default is not None and combo != default:
+                    continue  # its cost is a ratio to the same combination without it
                 problem = host_class.unavailable_reason()
                 if problem is None and engine == "uring":
                     problem = uring_problem

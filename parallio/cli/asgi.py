@@ -6,8 +6,11 @@ import argparse
 import logging
 from typing import Optional
 
+from .._listen import release
+from . import values
 from .http import add_timeout_options
-from .options import Commands, add_run_options, reloading, runtime_only_options
+from .options import (Commands, access_log_config, add_access_log_options, add_run_options,
+                      listen_endpoints, reloading, runtime_only_options)
 
 __all__ = ["COMMANDS"]
 
@@ -17,16 +20,17 @@ log = logging.getLogger("parallio")
 def _optional_seconds(text: str) -> Optional[float]:
     if text.lower() in ("none", "off", "0"):
         return None
-    return float(text)
+    return values.positive_seconds(text)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..asgi.config import Config
 
-    parser.add_argument("app", metavar="MODULE:APP",
+    parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the ASGI 3 application, importable from the current directory")
     add_run_options(parser, 8000)
     add_timeout_options(parser)
+    add_access_log_options(parser)
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
                         help="each worker's event loop; auto: uvloop where installed "
                              "(default %(default)s)")
@@ -38,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=_optional_seconds, default=None, metavar="SECONDS",
                         help="cut off a response that takes longer (503 if nothing was sent); "
                              "default: no limit")
-    parser.add_argument("--ws-max-size", type=int, default=Config.ws_max_message_size,
+    parser.add_argument("--ws-max-size", type=values.positive_int,
+                        default=Config.ws_max_message_size,
                         metavar="BYTES", help="largest WebSocket message (default %(default)s)")
     parser.add_argument("--ws-ping-interval", type=_optional_seconds, default=Config.ws_ping_interval,
                         metavar="SECONDS", help="ping idle WebSockets this often; 'none' for never "
@@ -70,11 +75,17 @@ def run(args: argparse.Namespace) -> None:
                         ws_max_message_size=args.ws_max_size,
                         ws_ping_interval=args.ws_ping_interval,
                         ws_ping_timeout=args.ws_ping_timeout,
-                        ws_per_message_deflate=args.ws_deflate)
+                        ws_per_message_deflate=args.ws_deflate,
+                        access_log=access_log_config(args))
     except ValueError as error:
         raise ServeError(str(error)) from None
-    serve(args.app, args.host, args.port, workers=args.workers, parallel=args.parallel,
-          loop=args.loop, config=config)
+    endpoints = listen_endpoints(args)
+    try:
+        serve(args.app, workers=args.workers, parallel=args.parallel, loop=args.loop,
+              config=config, endpoints=endpoints)
+    finally:
+        for endpoint in endpoints:
+            release(endpoint)
 
 
 COMMANDS: Commands = {

@@ -7,16 +7,17 @@ import argparse
 import logging
 import os
 
-from .options import Commands, add_run_options, serve
+from . import values
+from .options import Commands, add_access_log_options, add_run_options, serve
 
 log = logging.getLogger("parallio")
 
 
 def add_timeout_options(parser: argparse.ArgumentParser) -> None:
     """--header-timeout and --idle-timeout, as every HTTP command has them."""
-    parser.add_argument("--header-timeout", type=float, default=10.0,
+    parser.add_argument("--header-timeout", type=values.positive_seconds, default=10.0,
                         help="seconds a client gets to send a request head (default %(default)s)")
-    parser.add_argument("--idle-timeout", type=float, default=60.0,
+    parser.add_argument("--idle-timeout", type=values.positive_seconds, default=60.0,
                         help="seconds an idle keep-alive connection stays open "
                              "(default %(default)s)")
 
@@ -29,6 +30,7 @@ def _configure_http_server(parser: argparse.ArgumentParser) -> None:
                              "instead of listing them")
     add_run_options(parser, 8000)
     add_timeout_options(parser)
+    add_access_log_options(parser)
 
 
 def _run_http_server(args: argparse.Namespace) -> None:
@@ -36,15 +38,16 @@ def _run_http_server(args: argparse.Namespace) -> None:
 
     files = FileServer(args.directory, listing=args.listing,
                        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
-    log.info("parallio: serving the files under %s", files.root)
+    log.info("serving the files under %s", files.root)
     serve(args, files)
 
 
 def _configure_wsgi(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", metavar="MODULE:APP",
+    parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the WSGI application, importable from the current directory")
     add_run_options(parser, 8000)
     add_timeout_options(parser)
+    add_access_log_options(parser)
 
 
 def _run_wsgi(args: argparse.Namespace) -> None:
@@ -61,6 +64,7 @@ def _configure_tefb(parser: argparse.ArgumentParser) -> None:
                         help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB; created and "
                              f"filled on first start (default {default_url()})")
     add_run_options(parser, 8080)
+    add_access_log_options(parser)
 
 
 def _run_tefb(args: argparse.Namespace) -> None:
@@ -68,7 +72,7 @@ def _run_tefb(args: argparse.Namespace) -> None:
 
     app = Tefb(args.db)
     app.prepare()
-    log.info("parallio: tefb database %s", app.db)
+    log.info("tefb database %s", app.db)
     serve(args, app)
 
 

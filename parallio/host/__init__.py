@@ -40,6 +40,10 @@ def choose_host(requested: str, modules: list[str], main_path: str | None) -> tu
         problem = InterpretersHost.import_problem(modules, main_path)
         if problem is None:
             return InterpretersHost, "isolated subinterpreters are available"
-        last_line = problem.strip().splitlines()[-1]
-        reason = f"a module does not import in an isolated subinterpreter ({last_line})"
+        # The user's own error (a missing module, a typo) fails in any
+        # interpreter: it is reported as that, before any worker starts.
+        own_error = ProcessesHost.import_problem(modules, main_path)
+        if own_error is not None:
+            raise ImportError(f"cannot import {own_error}")
+        reason = f"a module does not import in an isolated subinterpreter: {problem}"
     return ProcessesHost, reason

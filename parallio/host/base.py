@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import importlib
 import os
 import sys
 
@@ -97,3 +98,53 @@ def bootstrap_code(control_fd: int, seq_id: int, prelude: str = "",
             "    from parallio.worker import worker_main\n"
             f"    return worker_main({control_fd}, {spec})\n"
             f"if not parallio_worker_{seq_id}(): raise SystemExit(1)\n")
+
+
+def import_problem_code(modules: list[str], main_path: str | None, *,
+                        report: bool = False) -> str:
+    """Python source that imports ``modules`` (and the main script at
+    ``main_path``) as a worker would, raising :func:`probe_imports`'s
+    ImportError if one fails; with ``report``, writing it to standard error
+    for people (see :mod:`parallio._errors`) and exiting 1 instead."""
+    probe = f"probe_imports({modules!r}, {main_path!r})\n"
+    if report:
+        probe = ("try:\n    " + probe + "except ImportError as exc:\n"
+                 "    from parallio._errors import describe\n"
+                 "    sys.stderr.write(describe(exc))\n"
+                 "    raise SystemExit(1)\n")
+    return (f"import sys; sys.path[:] = {sys.path!r}\n"
+            "from parallio.host.base import probe_imports\n" + probe)
+
+
+def probe_imports(modules: list[str], main_path: str | None) -> None:
+    """Import ``modules``, then the main script, here. An ImportError
+    naming the module that failed (and, when another module's import inside
+    it raised, that one too) is raised from the original error."""
+    from ..worker import load_main_module
+    from .._spec import MainModule
+
+    for name in [*modules, *([None] if main_path else [])]:
+        try:
+            if name is None:
+                load_main_module(MainModule(None, main_path))
+            else:
+                importlib.import_module(name)
+        except BaseException as exc:
+            what = name or main_path
+            inner = _innermost_module(exc)
+            where = f" (in {inner})" if inner and inner != what else ""
+            raise ImportError(f"{what}{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _innermost_module(exc: BaseException) -> str | None:
+    """The module whose import raised ``exc``: the one an ImportError
+    names, else the innermost module body running in its traceback."""
+    if isinstance(exc, ImportError) and exc.name:
+        return exc.name
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            found = tb.tb_frame.f_globals.get("__name__")
+        tb = tb.tb_next
+    return found

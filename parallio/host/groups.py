@@ -33,7 +33,7 @@ import threading
 from .._spec import WorkerSpec
 from .base import Host, WorkerHandle, bootstrap_code, close_handed_fds, close_host_fds, handed_fds
 from .interpreters import InterpretersHost, run_in_new_interpreter
-from .processes import CRASH_REPORTS, describe_returncode, spawn
+from .processes import CRASH_REPORTS, describe_returncode, process_title_code, spawn
 
 log = logging.getLogger("parallio")
 
@@ -50,6 +50,7 @@ class _Process:
     def __init__(self, log_level: int, shared_fds: list[int]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (f"import sys; sys.path[:] = {sys.path!r}\n{CRASH_REPORTS}"
+                + process_title_code("parallio: workers", "parallio: group") +
                 "from parallio.host.groups import serve_group\n"
                 f"serve_group({theirs.fileno()}, {log_level})\n")
         try:

@@ -14,8 +14,10 @@ import logging
 import sys
 import threading
 
+from .._proctitle import set_thread_name
 from .._spec import WorkerSpec
-from .base import Host, WorkerHandle, bootstrap_code, close_handed_fds, close_host_fds
+from .base import (Host, WorkerHandle, bootstrap_code, close_handed_fds, close_host_fds,
+                   import_problem_code)
 
 log = logging.getLogger("parallio")
 
@@ -57,13 +59,14 @@ def start_interpreter(control_fd: int, spec: WorkerSpec, code: str) -> "Interpre
 
     def run() -> None:
         try:
+            set_thread_name(f"parallio: worker {spec.seq_id}", f"parallio: w{spec.seq_id}")
             handle.error = run_in_new_interpreter(code)
             if handle.error:
                 log.error("worker %d: its interpreter raised %s", spec.seq_id, handle.error)
         finally:
             close_host_fds(control_fd, spec)
 
-    thread = threading.Thread(target=run, name=f"parallio-interp-{spec.seq_id}", daemon=True)
+    thread = threading.Thread(target=run, name=f"parallio: worker {spec.seq_id}", daemon=True)
     handle = InterpreterHandle(thread)
     try:
         thread.start()
@@ -103,12 +106,12 @@ class InterpretersHost(Host):
 
     @staticmethod
     def import_problem(modules: list[str], main_path: str | None) -> str | None:
-        """Why these modules cannot be imported in an isolated interpreter,
-        or None when they all can."""
-        code = f"import sys; sys.path[:] = {sys.path!r}\nimport parallio.worker\n"
-        for module in modules:
-            code += f"import {module}\n"
-        if main_path:
-            code += ("from parallio._spec import MainModule\n"
-                     f"parallio.worker.load_main_module(MainModule(None, {main_path!r}))\n")
-        return run_in_new_interpreter(code)
+        """Why these modules cannot be imported in an isolated interpreter
+        (naming the module), or None when they all can."""
+        assert _interpreters is not None
+        interp = _interpreters.create("isolated")
+        try:
+            failure = _interpreters.exec(interp, _PRELUDE + import_problem_code(modules, main_path))
+        finally:
+            _interpreters.destroy(interp)
+        return None if failure is None else failure.msg

@@ -14,12 +14,19 @@ import sys
 from typing import Iterable
 
 from .._spec import WorkerSpec
-from .base import Host, WorkerHandle, bootstrap_code, handed_fds
+from .base import Host, WorkerHandle, bootstrap_code, handed_fds, import_problem_code
 
 #: A worker process that crashes in C (a segfault in an extension) prints
 #: the Python stack of every thread to stderr before it dies, so the log
 #: says where; the main process then logs the signal and restarts it.
 CRASH_REPORTS = "import faulthandler; faulthandler.enable(all_threads=True)\n"
+
+
+def process_title_code(title: str, comm: str) -> str:
+    """Source that names the process it runs in (``ps`` shows ``title``,
+    ``top`` ``comm``)."""
+    return ("from parallio._proctitle import set_process_title\n"
+            f"set_process_title({title!r}, {comm!r})\n")
 
 
 class ProcessHandle(WorkerHandle):
@@ -69,8 +76,20 @@ class ProcessesHost(Host):
     def unavailable_reason(cls) -> str | None:
         return None
 
+    @staticmethod
+    def import_problem(modules: list[str], main_path: str | None) -> str | None:
+        """Why these modules cannot be imported in a fresh process (one
+        line, then the user's own traceback), or None when they all can."""
+        code = import_problem_code(modules, main_path, report=True)
+        result = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode == 0:
+            return None
+        return result.stderr.strip() or f"the import probe exited with status {result.returncode}"
+
     def start_worker(self, control_fd: int, spec: WorkerSpec) -> WorkerHandle:
-        return ProcessHandle(spawn(bootstrap_code(control_fd, spec.seq_id, CRASH_REPORTS),
+        naming = process_title_code(f"parallio: worker {spec.seq_id}", f"parallio: w{spec.seq_id}")
+        return ProcessHandle(spawn(bootstrap_code(control_fd, spec.seq_id, CRASH_REPORTS + naming),
                                    handed_fds(control_fd, spec),
                                    spec.extras.get("pass_fds", ())))
 

@@ -12,6 +12,7 @@ import sysconfig
 import threading
 import types
 
+from .._proctitle import set_thread_name
 from .._spec import WorkerSpec
 from .base import Host, WorkerHandle, close_handed_fds, close_host_fds
 
@@ -47,6 +48,7 @@ class ThreadsHost(Host):
 
         def run() -> None:
             try:
+                set_thread_name(f"parallio: worker {spec.seq_id}", f"parallio: w{spec.seq_id}")
                 worker_main(control_fd, spec)
             finally:
                 close_host_fds(control_fd, spec)
@@ -55,7 +57,7 @@ class ThreadsHost(Host):
         # (faulthandler's) says which worker's thread it was.
         named = types.FunctionType(run.__code__.replace(co_name=f"parallio_worker_{spec.seq_id}"),
                                    run.__globals__, closure=run.__closure__)
-        thread = threading.Thread(target=named, name=f"parallio-worker-{spec.seq_id}",
+        thread = threading.Thread(target=named, name=f"parallio: worker {spec.seq_id}",
                                   daemon=True)
         try:
             thread.start()

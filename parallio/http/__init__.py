@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .connection import note_response
     from .parser import HttpError, Limits, Request
     from .server import FileServer, HttpServer, Response, route
     from .wsgi import WsgiServer
 
 __all__ = ["HttpServer", "Response", "route", "FileServer", "WsgiServer", "HttpError", "Limits",
-           "Request"]
+           "Request", "note_response"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,6 +26,8 @@ def __getattr__(name: str) -> Any:
         from . import parser as module
     elif name in ("HttpServer", "Response", "route", "FileServer"):
         from . import server as module  # type: ignore[no-redef]
+    elif name == "note_response":
+        from . import connection as module  # type: ignore[no-redef]
     elif name == "WsgiServer":
         from . import wsgi as module  # type: ignore[no-redef]
     else:

@@ -24,13 +24,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..supervision import concurrency_limit
+from .accesslog import WorkerAccessLog
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
 if TYPE_CHECKING:
     from ..transport import ProtocolLoop, Transport
 
-__all__ = ["HttpProtocol", "WorkerHttp", "SERVER_HEADER"]
+__all__ = ["HttpProtocol", "WorkerHttp", "SERVER_HEADER", "note_response"]
 
 log = logging.getLogger("parallio.http")
 
@@ -55,7 +56,8 @@ class HttpProtocol:
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
-                 "sent_seen", "charged", "worker_http", "holding", "draining", "over_limit")
+                 "sent_seen", "charged", "worker_http", "holding", "draining", "over_limit",
+                 "access", "started", "status", "sent")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
@@ -89,9 +91,30 @@ class HttpProtocol:
         #: concurrency limit): each response closes the connection.
         self.draining = self.over_limit
         worker_http.add(self)
+        #: The worker's access log, or None; while it is on, a front notes
+        #: the status and body bytes of each response it sends (:meth:`note`).
+        self.access = access = transport.loop.extension(WorkerAccessLog).log
+        if access is not None:
+            access.opened()
+            self.started = 0.0
+            self.status = self.sent = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         self.worker_http.discard(self)
+        if self.access is not None:
+            self.access.closed()
+
+    def note(self, response: bytes, body_bytes: int | None = None) -> None:
+        """For the access log: ``response``, a whole response, or its head
+        when ``body_bytes`` more follow, is the current request's."""
+        self.status = int(response[9:12])
+        self.sent = (len(response) - response.find(b"\r\n\r\n") - 4 if body_bytes is None
+                     else body_bytes)
+
+    def logged(self, transport: "Transport", request: Request | None) -> None:
+        """The response to ``request`` is complete: its access log line."""
+        assert self.access is not None
+        self.access.record(transport.peer, request, self.status, self.sent, self.started)
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
         self.active = True
@@ -121,6 +144,7 @@ class HttpProtocol:
         parser = self.parser
         next_request = parser.next_request
         counters = transport.loop.counters
+        access = self.access
         while (request := next_request()) is not None:
             self.served += 1
             counters.requests += 1
@@ -129,12 +153,17 @@ class HttpProtocol:
                     self.refuse(transport, 503, "Service Unavailable")
                     return
                 request.keep_alive = False  # its response says Connection: close
+            if access is not None:
+                self.started = time.time()
+                self.status = self.sent = 0
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
                 keep_alive = self._failed(transport, request)
             if self.holding:
                 return  # the requests behind it wait for its end
+            if access is not None:
+                access.record(transport.peer, request, self.status, self.sent, self.started)
             if not keep_alive or transport.closing:
                 transport.close()
                 return
@@ -166,9 +195,12 @@ class HttpProtocol:
         log.exception("%s failed on %s %s", type(self).__qualname__,
                       request.method, request.target)
         transport.loop.counters.callback_errors += 1
-        transport.send(simple_response(
+        response = simple_response(
             500, b"Internal Server Error\n", keep_alive=False,
-            extra_headers=SERVER_HEADER, request_version=request.http_version))
+            extra_headers=SERVER_HEADER, request_version=request.http_version)
+        transport.send(response)
+        if self.access is not None:
+            self.note(response)
         return False
 
     def handle_request(self, transport: "Transport", request: Request) -> bool:
@@ -185,9 +217,14 @@ class HttpProtocol:
         self.worker_http.buffered -= self.charged
         self.charged = 0
         if not transport.closing:
-            transport.send(simple_response(
-                status, f"{status} {reason}\n".encode(), keep_alive=False,
-                extra_headers=SERVER_HEADER))
+            response = simple_response(status, f"{status} {reason}\n".encode(),
+                                       keep_alive=False, extra_headers=SERVER_HEADER)
+            transport.send(response)
+            if self.access is not None:
+                # No request was taken up: the line has none (nginx's "-").
+                self.started = time.time()
+                self.note(response)
+                self.logged(transport, None)
         transport.close()
 
     def check_timeouts(self, elapsed: float) -> None:
@@ -277,3 +314,12 @@ class WorkerHttp:
             connection.check_timeouts(elapsed)
         self.timer = (self.loop.call_later(_SWEEP_INTERVAL, self.sweep)
                       if self.connections else None)
+
+
+def note_response(transport: "Transport", response: bytes, body_bytes: int | None = None) -> None:
+    """For a handler that sends its own response (and returns None): tell
+    the access log its status and body size, from ``response`` (the whole
+    response, or its head with ``body_bytes`` of body sent apart)."""
+    protocol = transport.protocol
+    if getattr(protocol, "access", None) is not None:
+        protocol.note(response, body_bytes)

@@ -81,23 +81,28 @@ def fast_path_protocol(app_class: type) -> type:
         def handle_request(self, transport: "Transport", request: Request) -> bool:
             method = request.method
             if method != "GET" and method != "HEAD":
-                transport.send(simple_response(
+                response = simple_response(
                     405, b"Method Not Allowed\n", keep_alive=request.keep_alive,
-                    extra_headers=_ALLOW, request_version=request.http_version))
-                return request.keep_alive
-            handler = handlers.get(request.path)
-            if handler is None:
-                transport.send(simple_response(
-                    404, b"Not Found\n", keep_alive=request.keep_alive,
-                    extra_headers=SERVER_HEADER, request_version=request.http_version,
-                    head_only=method == "HEAD"))
-                return request.keep_alive
-            if handler.__class__ is str:
-                result = getattr(self.app, handler)(transport, request)
+                    extra_headers=_ALLOW, request_version=request.http_version)
             else:
-                result = handler(self.app, transport, request)  # type: ignore[operator]
-            if result is not None:
-                transport.send(render_result(result, request))
+                handler = handlers.get(request.path)
+                if handler is None:
+                    response = simple_response(
+                        404, b"Not Found\n", keep_alive=request.keep_alive,
+                        extra_headers=SERVER_HEADER, request_version=request.http_version,
+                        head_only=method == "HEAD")
+                else:
+                    if handler.__class__ is str:
+                        bound = getattr(self.app, handler)
+                        result = bound(transport, request)
+                    else:
+                        result = handler(self.app, transport, request)  # type: ignore[operator]
+                    if result is None:
+                        return request.keep_alive  # the handler sent its own response
+                    response = render_result(result, request)
+            transport.send(response)
+            if self.access is not None:
+                self.note(response)
             return request.keep_alive
 
     FastPath.__qualname__ = f"FastPath[{app_class.__qualname__}]"

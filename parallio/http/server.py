@@ -212,7 +212,7 @@ class BodyStream:
 
     __slots__ = ("transport", "request", "make_head", "iterator", "close_iterable",
                  "started", "flushed", "framing", "remaining", "keep_alive", "pending",
-                 "pending_bytes", "scheduled", "finished", "discard")
+                 "pending_bytes", "scheduled", "finished", "discard", "status", "body_bytes")
 
     def __init__(self, transport: "Transport", request: Request,
                  make_head: Callable[[bool], StreamHead]) -> None:
@@ -232,6 +232,9 @@ class BodyStream:
         self.finished = False
         # HEAD, 204 and 304 send no body; the iterator is not drained either.
         self.discard = request.method == "HEAD"
+        #: For the access log: the status sent, and the body bytes so far.
+        self.status = 0
+        self.body_bytes = 0
 
     @property
     def queued(self) -> int:
@@ -243,6 +246,7 @@ class BodyStream:
         status, headers, length, keep_alive = self.make_head(ended)
         request = self.request
         self.started = True
+        self.status = status
         self.keep_alive = keep_alive and request.keep_alive
         if status in NO_CONTENT:
             self.discard = True
@@ -281,6 +285,7 @@ class BodyStream:
         if framing == _NONE:
             return
         size = len(data)
+        self.body_bytes += size
         if framing == _LENGTH:
             if size > self.remaining:
                 raise ValueError(f"the body is longer than its Content-Length "
@@ -482,6 +487,8 @@ class StreamingHttpProtocol(HttpProtocol):
         self.holding = False
         stream.close()
         transport = stream.transport
+        if self.access is not None:
+            self._log_stream(stream, stream.status)
         if not stream.keep_alive or self._overflow:
             transport.close()
         elif not self._dispatching and not transport.closing:
@@ -505,12 +512,28 @@ class StreamingHttpProtocol(HttpProtocol):
         if stream.flushed:
             # Part of the response may be out: only a cut connection can
             # tell the client it is incomplete.
+            if self.access is not None:
+                self._log_stream(stream, stream.status)
             transport.abort()
             return
-        transport.send(simple_response(
+        response = simple_response(
             500, b"Internal Server Error\n", keep_alive=False, extra_headers=SERVER_HEADER,
-            request_version=request.http_version))
+            request_version=request.http_version)
+        transport.send(response)
+        if self.access is not None:
+            self.note(response)
+            self._log_stream(stream, None)
         transport.close()
+
+    def _log_stream(self, stream: BodyStream, status: Optional[int]) -> None:
+        """Note a stream's end (``status`` None: noted already); it is
+        logged here when it ended after :meth:`handle_request` returned, else
+        by :meth:`_serve` on the way out."""
+        if status is not None:
+            self.status = status
+            self.sent = stream.body_bytes
+        if not self._dispatching:
+            self.logged(stream.transport, stream.request)
 
 
 
@@ -821,9 +844,12 @@ class _ServerProtocol(StreamingHttpProtocol):
                 if handler is None:
                     allow = [("Allow", route_.allow)]
                     if method == "OPTIONS":
-                        transport.send(render_head(
-                            204, server_headers(allow),
-                            keep_alive=request.keep_alive, request_version=request.http_version))
+                        head = render_head(204, server_headers(allow),
+                                           keep_alive=request.keep_alive,
+                                           request_version=request.http_version)
+                        transport.send(head)
+                        if self.access is not None:
+                            self.note(head)
                         return request.keep_alive
                     return self._error(transport, request, 405, "Method Not Allowed", allow)
         try:
@@ -837,25 +863,34 @@ class _ServerProtocol(StreamingHttpProtocol):
             return request.keep_alive
         if result.__class__ is Response:
             return self._send_response(transport, request, result)
-        transport.send(render_result(result, request))
+        response = render_result(result, request)
+        transport.send(response)
+        if self.access is not None:
+            self.note(response)
         return request.keep_alive
 
     def _error(self, transport: "Transport", request: Request, status: int, reason: str,
                headers: HeaderPairs = ()) -> bool:
         extra = server_headers(headers) if headers else SERVER_HEADER
-        transport.send(simple_response(
+        response = simple_response(
             status, f"{status} {reason}\n".encode(), keep_alive=request.keep_alive,
             extra_headers=extra, request_version=request.http_version,
-            head_only=request.method == "HEAD"))
+            head_only=request.method == "HEAD")
+        transport.send(response)
+        if self.access is not None:
+            self.note(response)
         return request.keep_alive
 
     def _send_response(self, transport: "Transport", request: Request, response: Response) -> bool:
         body = response.body
         head_only = request.method == "HEAD"
         if isinstance(body, bytes):
-            transport.send(simple_response(
+            data = simple_response(
                 response.status, body, response.content_type, request.keep_alive,
-                response.headers, request_version=request.http_version, head_only=head_only))
+                response.headers, request_version=request.http_version, head_only=head_only)
+            transport.send(data)
+            if self.access is not None:
+                self.note(data)
             return request.keep_alive
         headers = PreparedHeaders(response.headers + b"Content-Type: " + response.content_type
                                   + b"\r\n")

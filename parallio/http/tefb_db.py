@@ -128,8 +128,20 @@ def _prepare_sqlite(path: str) -> None:
             pass
 
 
+def _psycopg() -> Any:
+    """psycopg, or an error saying how to install it."""
+    try:
+        import psycopg
+    except ImportError as error:
+        if error.name != "psycopg":
+            raise  # installed, but broken: its own error says why
+        raise ModuleNotFoundError("a postgresql:// database needs psycopg: "
+                                  "pip install 'parallio[postgres]'", name="psycopg") from None
+    return psycopg
+
+
 def _prepare_postgresql(url: str) -> None:
-    import psycopg
+    psycopg = _psycopg()
 
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("CREATE TABLE IF NOT EXISTS World (id integer PRIMARY KEY, "
@@ -148,7 +160,7 @@ def load_driver(url: str) -> None:
     """Import the driver ``url`` needs, so that a worker that cannot load it
     fails as it starts rather than on its first request."""
     if is_postgresql(url):
-        import psycopg  # noqa: F401
+        _psycopg()
     else:
         import sqlite3  # noqa: F401
 
@@ -194,9 +206,7 @@ class _Sqlite:
 
 class _Postgres:
     def __init__(self, url: str) -> None:
-        import psycopg
-
-        self.connection: Any = psycopg.connect(url, autocommit=True)
+        self.connection: Any = _psycopg().connect(url, autocommit=True)
 
     def world(self, world_id: int) -> dict[str, int]:
         row = self.connection.execute(

@@ -168,9 +168,12 @@ class _WsgiProtocol(StreamingHttpProtocol):
         if request.method == "CONNECT":
             # A tunnel is no request an application can answer: its body
             # would be the tunnelled stream.
-            transport.send(simple_response(
+            response = simple_response(
                 501, b"501 Not Implemented\n", keep_alive=False, extra_headers=SERVER_HEADER,
-                request_version=request.http_version))
+                request_version=request.http_version)
+            transport.send(response)
+            if self.access is not None:
+                self.note(response)
             return False
         environ = self.base_environ.copy()
         _fill_environ(environ, request)
@@ -268,6 +271,11 @@ class WsgiServer:
     def base_environ(self, transport: "Transport") -> dict[str, Any]:
         """The environ keys that are the same for every request of a connection."""
         local, peer = transport.local, transport.peer
+        # A unix socket has a path, not a host and port; its peer, nothing.
+        if not isinstance(local, tuple):
+            local = (local or "localhost", "")
+        if not isinstance(peer, tuple):
+            peer = ("", "")
         worker = current_worker()
         host = worker.spec.host if worker is not None else "threads"
         return {

@@ -302,7 +302,7 @@ class MainHub(_Services):
             try:
                 callback()
             except Exception:
-                log.exception("parallio: a service failed to close")
+                log.exception("a service failed to close")
 
     def send(self, seq_id: int, message: tuple) -> bool:
         """Send a control message to worker ``seq_id``; False if it is gone."""
@@ -325,7 +325,7 @@ class MainHub(_Services):
 
 def unhandled(exc: BaseException, what: str) -> None:
     """Log an error nobody handles and keep it for :func:`take_unhandled`."""
-    log.error("parallio: %s", what, exc_info=(type(exc), exc, exc.__traceback__))
+    log.error("%s", what, exc_info=(type(exc), exc, exc.__traceback__))
     with _hubs_lock:
         _unhandled.append(exc)
 

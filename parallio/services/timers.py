@@ -273,7 +273,7 @@ class _TimersMain:
                 del self.running[timer_id]
             timer._changed.notify_all()
         if error is not None:
-            log.error("parallio: a tick of timer %s failed in worker %d", timer._ref.path,
+            log.error("a tick of timer %s failed in worker %d", timer._ref.path,
                       seq_id, exc_info=(type(error), error, error.__traceback__))
 
     def _closed(self) -> None:

@@ -30,11 +30,11 @@ LAYERS: list[tuple[str, ...]] = [
      "parallio._ref", "parallio._spec"),
     ("parallio.engine",),
     ("parallio.protocol", "parallio.stream"),
-    ("parallio.transport",),
+    ("parallio.transport", "parallio.loop.events", "parallio.loop.transports"),
     ("parallio.worker",),
     ("parallio.host",),
     ("parallio.runtime",),
-    ("parallio.services", "parallio.http"),
+    ("parallio.services", "parallio.http", "parallio.loop"),
     ("parallio.asgi", "parallio.wiki"),
     ("parallio", "parallio.cli", "parallio.__main__", "parallio.bench"),
 ]

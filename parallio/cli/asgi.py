@@ -27,9 +27,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the ASGI 3 application, importable from the current directory")
     add_run_options(parser, 8000)
     add_timeout_options(parser)
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
-                        help="each worker's event loop; auto: uvloop where installed "
-                             "(default %(default)s)")
     parser.add_argument("--root-path", default="",
                         help="the path the application is mounted at behind a proxy")
     parser.add_argument("--lifespan", default="auto", choices=["auto", "on", "off"],
@@ -52,11 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..asgi.config import Config
-    from ..asgi.host import ServeError, serve
+    from ..asgi.workers import ServeError, serve
 
-    if args.io != "auto":
-        raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
-                         "loop serves it; leave --io at auto")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
@@ -68,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise ServeError(str(error)) from None
     serve(args.app, args.host, args.port, workers=args.workers, parallel=args.parallel,
-          loop=args.loop, config=config)
+          io=args.io, config=config)
 
 
 COMMANDS: Commands = {

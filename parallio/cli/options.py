@@ -18,6 +18,11 @@ def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; '::' or '0.0.0.0' for all (default %(default)s)")
     parser.add_argument("--port", type=int, default=port, help="TCP port (default %(default)s)")
+    add_worker_options(parser)
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """How many workers, where they run, their engine and their drain."""
     parser.add_argument("--workers", type=int, default=None,
                         help="number of workers (default: the CPUs this process may use)")
     parser.add_argument("--parallel", default="auto",

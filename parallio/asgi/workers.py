@@ -1,0 +1,138 @@
+"""The ASGI server on every core: :func:`serve`.
+
+Each worker of :func:`parallio.loop.run_on_all_cores` -- an isolated
+subinterpreter where the application's modules load in one (Starlette,
+Django), else a process (FastAPI: pydantic-core refuses subinterpreters),
+or a thread on a free-threaded build; the runtime logs which and why --
+runs :func:`~parallio.asgi.serve_asgi` on its own parallio event loop, over
+its own engine, with its own ``SO_REUSEPORT`` listening socket. One
+lifespan per worker, run before that worker accepts; a failing startup in
+any worker stops them all with the application's message; SIGINT/SIGTERM
+cancel every worker's server, which then drains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from typing import Callable, Optional, Union
+
+from ..loop import run_on_all_cores
+from ..runtime import cpu_count
+from ..services.mainthread import call_from_main_thread
+from ..worker import current_worker
+from .config import AppLoadError, ASGIApp, Config, load_app
+from .lifespan import LifespanFailure
+from .server import serve_asgi
+
+__all__ = ["serve", "ServeError"]
+
+log = logging.getLogger("parallio.asgi")
+
+# Seconds a worker gets past the server's own drain for its lifespan
+# shutdown, before the runtime stops its loop.
+_SHUTDOWN_GRACE = 5.0
+
+
+class ServeError(Exception):
+    """The server could not start or a worker's startup failed."""
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+class _Startup:
+    """The main thread's view of one serve(): which workers accept."""
+
+    def __init__(self, host: str, port: int, workers: int,
+                 on_ready: Optional[Callable[[int], None]]) -> None:
+        self.address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.port = port
+        self.workers = workers
+        self.on_ready = on_ready
+        self.serving: set[int] = set()
+        self.announced = False
+
+
+#: The serve() calls of this process (the main thread's), by id.
+_startups: dict[int, _Startup] = {}
+_startup_ids = itertools.count(1)
+
+
+def _worker_serving(startup_id: int, worker: int) -> None:
+    """On the main thread: ``worker`` accepts connections now."""
+    startup = _startups.get(startup_id)
+    if startup is None:
+        return
+    startup.serving.add(worker)
+    if not startup.announced and len(startup.serving) == startup.workers:
+        startup.announced = True
+        log.info("parallio asgi: serving on %s with %d worker(s)", startup.address,
+                 startup.workers)
+        if startup.on_ready is not None:
+            startup.on_ready(startup.port)
+
+
+async def _serve_in_worker(app: Union[str, ASGIApp], host: str, port: int, config: Config,
+                           startup_id: int) -> None:
+    """What each worker runs: the application on its own socket and loop."""
+    application = load_app(app) if isinstance(app, str) else app
+    sock = _reuseport_socket(host, port)
+    try:
+        sock.listen(1024)
+        sock.setblocking(False)
+        worker = current_worker()
+        seq_id = worker.seq_id if worker is not None else 0
+
+        def serving() -> None:
+            call_from_main_thread(_worker_serving, (startup_id, seq_id))
+
+        await serve_asgi(application, sock, config, ready=serving)
+    finally:
+        sock.close()
+
+
+def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *,
+          workers: Optional[int] = None, parallel: str = "auto", io: str = "auto",
+          config: Config = Config(), on_ready: Optional[Callable[[int], None]] = None) -> None:
+    """Serve an ASGI application on ``workers`` parallio event loops until
+    SIGINT or SIGTERM. ``app`` is ``"module:attribute"`` (what workers in
+    other interpreters and processes import) or the application object
+    (threads only). ``on_ready`` gets the port once every worker accepts.
+    ServeError if a worker's startup fails (its lifespan's message), the
+    application cannot be loaded, or the address is taken."""
+    if not isinstance(app, str):
+        if parallel == "auto":
+            parallel = "threads"
+            log.info("parallio asgi: the threads host, because the application is an object, "
+                     "which only threads share")
+        elif parallel != "threads":
+            raise ServeError(f"--parallel {parallel} needs the application as MODULE:ATTRIBUTE")
+    # The port stays reserved by a bound (never listening) socket, so that a
+    # worker restarted later gets the same one even if it was 0.
+    reserved = _reuseport_socket(host, port)
+    port = reserved.getsockname()[1]
+    count = workers or cpu_count()
+    startup_id = next(_startup_ids)
+    _startups[startup_id] = _Startup(host, port, count, on_ready)
+    try:
+        run_on_all_cores(_serve_in_worker, workers=count, parallel=parallel, io=io,
+                         args=(app, host, port, config, startup_id),
+                         imports=[app] if isinstance(app, str) else [],
+                         drain_timeout=config.drain_timeout + _SHUTDOWN_GRACE)
+    except (LifespanFailure, AppLoadError) as error:
+        raise ServeError(str(error)) from None
+    finally:
+        _startups.pop(startup_id, None)
+        reserved.close()

@@ -169,3 +169,14 @@ class MoreClassic(Classic):
 
 
 classic = Classic()
+
+
+# -- the per-worker budget of unfinished bodies (tests/test_memory.py) -------------
+
+uploads = HttpServer(limits=Limits(max_body=8 * 1024 * 1024), body_budget=16 * 1024 * 1024)
+
+
+@uploads.route("/upload", methods=["POST"])
+def upload(transport, request):
+    return str(len(request.body)).encode()
+

@@ -133,3 +133,12 @@ validated = validator(wsgi_app)
 
 #: Found by import path, as any module-level server.
 wsgi_server = WsgiServer(validator(wsgi_app), header_timeout=0.5, idle_timeout=1.0)
+
+
+def upload_size(environ, start_response):
+    """Reads the whole body and answers with its length."""
+    size = len(environ["wsgi.input"].read())
+    body = str(size).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+

@@ -2,17 +2,43 @@
 
 :func:`serve_asgi` is one server on one asyncio event loop: HTTP/1.1
 (:mod:`.http`), WebSockets (:mod:`.websocket`) and the lifespan protocol
-(:mod:`.lifespan`). :func:`serve` runs it in every worker of
-:func:`parallio.loop.run_on_all_cores`, each on its own parallio loop and
-``SO_REUSEPORT`` socket (:mod:`.workers`); ``python -m parallio asgi
-MODULE:APP`` is the command line (:mod:`parallio.cli.asgi`).
+(:mod:`.lifespan`). :func:`serve` runs it in several workers, each with its
+own parallio event loop and ``SO_REUSEPORT`` socket, on
+:func:`parallio.loop.run_on_all_cores` (:mod:`.workers`); ``python -m
+parallio asgi MODULE:APP`` is the command line (:mod:`parallio.cli.asgi`).
+
+The names below are imported on first use (PEP 562): the command line reads
+:class:`Config`'s defaults without loading asyncio and the servers.
 """
 
-from .config import AppLoadError, ASGIApp, Config, load_app
-from .shared import ClientDisconnected
-from .lifespan import Lifespan, LifespanFailure
-from .workers import ServeError, serve
-from .server import serve_asgi
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import AppLoadError, ASGIApp, Config, load_app
+    from .workers import ServeError, serve
+    from .lifespan import Lifespan, LifespanFailure
+    from .server import serve_asgi
+    from .shared import ClientDisconnected
 
 __all__ = ["ASGIApp", "AppLoadError", "ClientDisconnected", "Config", "Lifespan",
            "LifespanFailure", "ServeError", "load_app", "serve", "serve_asgi"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ASGIApp", "AppLoadError", "Config", "load_app"):
+        from . import config as module
+    elif name in ("ServeError", "serve"):
+        from . import workers as module  # type: ignore[no-redef]
+    elif name in ("Lifespan", "LifespanFailure"):
+        from . import lifespan as module  # type: ignore[no-redef]
+    elif name == "serve_asgi":
+        from . import server as module  # type: ignore[no-redef]
+    elif name == "ClientDisconnected":
+        from . import shared as module  # type: ignore[no-redef]
+    else:
+        raise AttributeError(f"module 'parallio.asgi' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

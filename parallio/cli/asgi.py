@@ -7,7 +7,7 @@ import logging
 from typing import Optional
 
 from .http import add_timeout_options
-from .options import Commands, add_run_options
+from .options import Commands, add_run_options, reloading, runtime_only_options
 
 __all__ = ["COMMANDS"]
 
@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> None:
     from ..asgi.config import Config
     from ..asgi.workers import ServeError, serve
 
+    if reloading(args):
+        return
+    unsupported = runtime_only_options(args)
+    if unsupported:
+        raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command yet "
+                         "(its workers run parallio's event loop, which these do not supervise)")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,

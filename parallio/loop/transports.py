@@ -89,7 +89,7 @@ class _SocketStream(Stream):
         self.transport = transport
 
     def _start_reading(self) -> None:
-        if not self._reading and not self._closing:
+        if not self._reading and not self.closing:
             self._reading = True
             # Chunks go to the transport straight from the engine.
             self.engine.start_reading(self.handle, self.transport._on_data)

@@ -11,9 +11,9 @@ The surface is uvloop's::
 
 :class:`EventLoop` (:mod:`.events`) is asyncio's own scheduling with its I/O
 through one parallio engine (io_uring or epoll); :mod:`.transports` holds
-its completion-based socket transports; :mod:`.worker` runs a coroutine
-function in a parallio worker on the worker's engine; :mod:`.cores` starts
-such workers on every core.
+its completion-based socket transports; :mod:`.cores` runs a coroutine
+function in parallio workers on every core, each on a loop over its
+worker's engine.
 """
 
 from __future__ import annotations

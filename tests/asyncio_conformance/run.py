@@ -13,8 +13,10 @@ child process of its own (bounded by a timeout), with the loop swapped:
   policy is parallio's for the whole run, so ``asyncio.new_event_loop()``,
   ``asyncio.Runner`` and ``IsolatedAsyncioTestCase`` make them.
 
-The tests skipped for this loop, each with its reason, are in
-``skips.py``. Prints one line per module and a total; exits 1 when a test
+The tests skipped for this loop and the classes left out, each with its
+reason, are in ``skips.py``; a class that is neither run nor listed there
+fails the module. ``test_conformance.py`` runs the same children under
+pytest (``scripts/test``, ``.ci/run``). Prints one line per module and a total; exits 1 when a test
 failed or a module did not finish in time.
 """
 
@@ -31,13 +33,16 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: module -> the classes to run (None: all of the module's test classes).
 #: A class in the list that builds its own loop is run with a parallio loop.
 MODULES: dict[str, list[str] | None] = {
-    "test_events": ["EPollEventLoopTests"],
+    "test_events": ["EPollEventLoopTests", "AbstractEventLoopTests", "HandleTests", "TimerTests",
+                    "PolicyTests", "TestAbstractServer", "TestServer", "TestCGetEventLoop",
+                    "TestPyGetEventLoop"],
     "test_sock_lowlevel": ["EPollEventLoopTests"],
     "test_streams": None,
     "test_server": ["SelectorStartServerTests", "TestServer2", "UnixServerCleanupTests"],
@@ -86,9 +91,9 @@ def _install_policy(io: str) -> None:
     asyncio.set_event_loop_policy(None)
 
 
-def run_module(name: str, io: str) -> dict[str, object]:
+def run_module(name: str, io: str) -> dict[str, Any]:
     """Run one module here; returns its counts and the ids of what failed."""
-    from skips import SKIPS  # type: ignore[import-not-found]
+    from skips import LEFT_OUT, SKIPS  # type: ignore[import-not-found]
 
     _install_policy(io)
     import parallio.loop.events
@@ -105,6 +110,7 @@ def run_module(name: str, io: str) -> dict[str, object]:
     wanted = MODULES[name]
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
+    unaccounted = []
     for attribute in dir(module):
         cls = getattr(module, attribute)
         if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase)):
@@ -112,6 +118,9 @@ def run_module(name: str, io: str) -> dict[str, object]:
         if cls.__module__ != module.__name__:
             continue
         if wanted is not None and attribute not in wanted:
+            if (f"{name}.{attribute}" not in LEFT_OUT
+                    and loader.getTestCaseNames(cls)):
+                unaccounted.append(f"{name}.{attribute}")
             continue
         if wanted is not None:
             cls = _with_parallio_loop(cls, io)
@@ -123,6 +132,8 @@ def run_module(name: str, io: str) -> dict[str, object]:
     stream = open(os.devnull, "w") if not os.environ.get("CONFORMANCE_VERBOSE") else sys.stderr
     result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
     problems = [(str(test), text) for test, text in result.failures + result.errors]
+    problems += [(test_class, "neither run nor listed in skips.LEFT_OUT")
+                 for test_class in unaccounted]
     return {
         "run": result.testsRun,
         "skipped": len(result.skipped),
@@ -131,6 +142,24 @@ def run_module(name: str, io: str) -> dict[str, object]:
         "problems": problems,
         "loops": created[0],
     }
+
+
+def run_in_child(name: str, io: str, cwd: str) -> dict[str, Any] | str:
+    """Run module ``name`` in a child process of its own, in ``cwd``;
+    returns its counts, or what went wrong when it did not finish."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    try:
+        child = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--io", io, "--child", name],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=MODULE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"did not finish within {MODULE_TIMEOUT} s"
+    lines = child.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])  # type: ignore[no-any-return]
+    except (IndexError, ValueError):
+        return f"crashed (exit {child.returncode})\n{child.stderr[-3000:]}"
 
 
 def main() -> int:
@@ -146,25 +175,13 @@ def main() -> int:
     totals = {"passed": 0, "skipped": 0, "failed": 0}
     status = 0
     started = time.monotonic()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     # The tests leave files in their working directory: a scratch one.
     scratch = tempfile.mkdtemp(prefix="parallio-conformance-")
     for name in args.modules:
         begun = time.monotonic()
-        try:
-            child = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--io", args.io, "--child", name],
-                cwd=scratch, env=env, capture_output=True, text=True, timeout=MODULE_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"{name}: did not finish within {MODULE_TIMEOUT} s", flush=True)
-            status = 1
-            continue
-        lines = child.stdout.strip().splitlines()
-        try:
-            counts = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            print(f"{name}: crashed (exit {child.returncode})\n{child.stderr[-3000:]}", flush=True)
+        counts = run_in_child(name, args.io, scratch)
+        if isinstance(counts, str):
+            print(f"{name}: {counts}", flush=True)
             status = 1
             continue
         passed = counts["run"] - counts["skipped"] - counts["failed"]
@@ -178,7 +195,7 @@ def main() -> int:
             status = 1
         for test, text in counts["problems"]:
             print(f"  FAILED {test}" + (f"\n{text}" if args.show else ""), flush=True)
-        if counts["failed"]:
+        if counts["problems"]:
             status = 1
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"asyncio conformance ({sys.version.split()[0]}, io={args.io}): {totals['passed']} "

@@ -147,7 +147,7 @@ class Stream:
         self._high_water = HIGH_WATER
         self._low_water = LOW_WATER
         self._linger: list[Any] | None = None  # [timer, bytes discarded] while lingering
-        self._on_sent_callback = self._on_sent
+        self._on_sent_callback: Callable[[int], None] = self._on_sent
         self._sent_total = 0
         self._drain_waiter: Callable[[], object] | None = None
 
@@ -472,7 +472,7 @@ class Stream:
         linger = self._linger
         assert linger is not None
         if data.__class__ is bytes and data:
-            linger[1] += len(data)  # type: ignore[arg-type]
+            linger[1] += len(data)
             if linger[1] <= LINGER_MAX_BYTES:
                 return
         self._finish(None)

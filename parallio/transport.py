@@ -117,7 +117,7 @@ class Transport(Stream):
             self._on_end(data)
             return
         counters = self._counters
-        counters.bytes_in += len(data)  # type: ignore[arg-type]
+        counters.bytes_in += len(data)
         counters.callbacks += 1
         if self.closing:
             return
@@ -154,7 +154,7 @@ class Transport(Stream):
         """The peer closed its side (b"") or the read failed (-errno)."""
         self._reading = False
         if result.__class__ is int:
-            error = -result  # type: ignore[operator]
+            error = -result
             self._abort(OSError(error, os.strerror(error)))
             return
         self._eof = True
@@ -192,7 +192,7 @@ class Transport(Stream):
         callback decides how this connection ends (HTTP answers what is in
         progress, then closes); others are closed once queued sends are done."""
         draining = getattr(self.protocol, "connection_draining", None)
-        if draining is None or self._closing:
+        if draining is None or self.closing:
             self.close()
             return
         self.loop.current_transport = self
@@ -232,11 +232,11 @@ class Transport(Stream):
 
     @property
     def ip(self) -> str:
-        return self.peer[0]
+        return str(self.peer[0])
 
     @property
     def port(self) -> int:
-        return self.peer[1]
+        return int(self.peer[1])
 
     # -- sending ----------------------------------------------------------
     def send(self, data: Any) -> int:
@@ -358,7 +358,7 @@ def current() -> Transport:
     """The connection whose callback is running; :class:`NotInCallback`
     outside one (PyParallel's ``parallel.transport()``)."""
     worker = _context.local.worker
-    transport = None if worker is None else worker.current_transport
+    transport: Transport | None = None if worker is None else worker.current_transport
     if transport is None:
         raise NotInCallback("parallio.transport() is only meaningful inside a protocol "
                             "callback (data_received, connection_made, ...)")

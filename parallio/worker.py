@@ -157,7 +157,7 @@ class Worker:
         self.busy_checks: list[Callable[[], bool]] = []
         # More counters for stats(), from the layers above (services).
         self.stats_providers: list[Callable[[], dict[str, Any]]] = []
-        self._extensions: dict[type, Any] = {}
+        self._extensions: dict[Callable[["Worker"], Any], Any] = {}
         self.connections_total = 0
         # Listening descriptors handed to this worker and not yet listened
         # on, by endpoint index: closed by close_all if never adopted.
@@ -175,7 +175,7 @@ class Worker:
         """This worker's instance of ``kind`` (a class taking the worker),
         made on first use: how layers above keep per-worker state."""
         try:
-            return self._extensions[kind]  # type: ignore[no-any-return]
+            return self._extensions[kind]
         except KeyError:
             instance = self._extensions[kind] = kind(self)
             return instance
@@ -413,7 +413,7 @@ class Worker:
             log.error("worker %d: lost its main thread; stopping", self.seq_id)
             self.close_all()
             return
-        for message in self._control_reader.feed(data):  # type: ignore[arg-type]
+        for message in self._control_reader.feed(data):
             self._control_handlers[message[0]](*message[1:])
 
     def _on_stats(self, request_id: int) -> None:
@@ -457,7 +457,7 @@ class Worker:
         for listener in self.listeners:
             while True:
                 try:
-                    fd, _address = listener.sock._accept()
+                    fd, _address = listener.sock._accept()  # type: ignore[attr-defined]
                 except OSError:
                     break  # empty (EAGAIN), or out of descriptors
                 os.set_blocking(fd, False)
@@ -500,7 +500,7 @@ def _protocol_class(endpoint: Endpoint) -> Any:
 
 def current_worker() -> Worker | None:
     """The worker whose thread this is; None on the main thread."""
-    return _context.local.worker  # type: ignore[no-any-return]
+    return _context.local.worker
 
 
 # -- bootstrap ----------------------------------------------------------------
@@ -537,7 +537,7 @@ def _read_spec(control_fd: int) -> WorkerSpec:
             raise ConnectionError("the main thread went away before sending the worker spec")
         messages = reader.feed(data)
         if messages:
-            return messages[0]  # type: ignore[no-any-return]
+            return messages[0]
         wanted = reader.missing()
 
 

@@ -340,7 +340,7 @@ class Request:
     def headers(self) -> Headers:
         headers = self._headers
         if headers.__class__ is bytes:
-            headers = self._headers = Headers(section=headers)  # type: ignore[arg-type]
+            headers = self._headers = Headers(section=headers)
         return headers  # type: ignore[return-value]
 
     def __repr__(self) -> str:
@@ -847,10 +847,10 @@ class RequestParser:
             self._scan = 0
             self._line_scan = 0
             return
-        if type(buf) is bytes:
-            buf = bytearray(memoryview(buf)[pos:])
-        else:
+        if isinstance(buf, bytearray):
             del buf[:pos]  # O(1): CPython moves the bytearray's start
+        else:
+            buf = bytearray(memoryview(buf)[pos:])
         buf += data
         self._buf = buf
         self._pos = 0

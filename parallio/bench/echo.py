@@ -58,7 +58,7 @@ ASYNCIO_CONTENDERS = ("asyncio", "uvloop", "loop-uring", "loop-epoll")
 
 
 def _pin(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if os.cpu_count() and os.cpu_count() > 1 else []
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 else []
 
 
 def start_server(contender: str) -> tuple[subprocess.Popen, int]:
@@ -66,11 +66,13 @@ def start_server(contender: str) -> tuple[subprocess.Popen, int]:
     if contender in ASYNCIO_CONTENDERS:
         command = [sys.executable, "-c", ASYNCIO_ECHO, contender]
         process = subprocess.Popen(_pin(0) + command, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
         return process, int(process.stdout.readline())
     engine = contender.split("-", 1)[1]
     command = [sys.executable, "-m", "parallio", "echo", "--port", "0", "--workers", "1",
                "--io", engine, "--parallel", "processes"]
     process = subprocess.Popen(_pin(0) + command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
     for line in process.stderr:
         if "serving <parallio server" in line:
             return process, int(line.rsplit(":", 1)[1].rstrip(">\n"))
@@ -85,29 +87,30 @@ def drive(port: int, connections: int, seconds: float,
     raise_fd_limit()
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
     poller = select.epoll()
-    by_fd = {}
+    by_fd = {sock.fileno(): sock for sock in socks}
+    #: Bytes received and not yet counted as a round trip, per descriptor.
+    pending = dict.fromkeys(by_fd, 0)
     for sock in socks:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        by_fd[sock.fileno()] = [sock, 0]
         poller.register(sock.fileno(), select.EPOLLIN)
-    before = cpu_times(server_pids) if server_pids else None
+    before = cpu_times(server_pids or [])
     for sock in socks:
         sock.send(MESSAGE)
     trips = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for fd, _mask in poller.poll(0.5):
-            entry = by_fd[fd]
-            entry[1] += len(entry[0].recv(65536))
-            while entry[1] >= len(MESSAGE):
-                entry[1] -= len(MESSAGE)
+            sock = by_fd[fd]
+            pending[fd] += len(sock.recv(65536))
+            while pending[fd] >= len(MESSAGE):
+                pending[fd] -= len(MESSAGE)
                 trips += 1
-                entry[0].send(MESSAGE)
-    used = (cpu_times(server_pids) - before) if before is not None else None
+                sock.send(MESSAGE)
+    used = cpu_times(server_pids or []) - before
     for sock in socks:
         sock.close()
-    return trips, used.user if used else 0.0, used.system if used else 0.0
+    return trips, used.user, used.system
 
 
 def measure(contender: str, connections: int, seconds: float) -> dict[str, float]:

@@ -40,7 +40,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """asyncio's default policy (child watchers included), making parallio
     loops: ``asyncio.set_event_loop_policy(parallio.loop.EventLoopPolicy())``."""
 
-    def _loop_factory(self) -> EventLoop:  # type: ignore[override]
+    def _loop_factory(self) -> EventLoop:
         return new_event_loop()
 
 

@@ -239,6 +239,13 @@ class EventLoop(_UnixSelectorEventLoop):
     the loop's transports (a worker's, for its stats).
     """
 
+    # What this class uses of asyncio's selector loop internals (typeshed
+    # does not declare them).
+    _transports: Any
+    _debug: bool
+    _ensure_fd_no_transport: Callable[[Any], None]
+    _accept_connection2: Callable[..., Any]
+
     def __init__(self, engine: Engine[Any] | None = None, *, io: str = "auto",
                  counters: Counters | None = None) -> None:
         self._owns_engine = engine is None
@@ -311,12 +318,13 @@ class EventLoop(_UnixSelectorEventLoop):
                             ssl_shutdown_timeout: float | None = constants.SSL_SHUTDOWN_TIMEOUT,
                             ) -> asyncio.Transport:
         self._ensure_fd_no_transport(rawsock)
+        # asyncio's own loops pass None and floats here too; typeshed is narrower.
         ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
+            self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
-        return ssl_protocol._app_transport  # type: ignore[no-any-return]
+        return ssl_protocol._app_transport
 
     async def _sendfile_native(self, transp: asyncio.Transport, file: Any, offset: int,
                                count: int | None) -> int:
@@ -344,7 +352,7 @@ class EventLoop(_UnixSelectorEventLoop):
         if listener is not None:
             listener.stop()
         # The Unix loop's part: unlink the socket file of a Unix server.
-        super()._stop_serving(sock)
+        super()._stop_serving(sock)  # type: ignore[misc]
 
 
 class _Listener:

@@ -144,13 +144,22 @@ class SocketTransport(transports._FlowControlMixin):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # What this class uses of _FlowControlMixin's internals (typeshed does
+    # not declare them).
+    _loop: Any
+    _extra: dict[str, Any]
+    _protocol_paused: bool
+    _high_water: int
+    _low_water: int
+    _maybe_pause_protocol: Callable[[], None]
+    _maybe_resume_protocol: Callable[[], None]
 
     def __init__(self, loop: TransportLoop, sock: socket.socket, protocol: asyncio.BaseProtocol,
                  waiter: asyncio.Future[Any] | None = None, extra: dict[str, Any] | None = None,
                  server: asyncio.Server | None = None) -> None:
         self._stream = _SocketStream(loop, loop.engine.open(sock.fileno()), self)
         self._counters = loop.counters
-        super().__init__(extra, loop)
+        super().__init__(extra, loop)  # type: ignore[arg-type]  # asyncio's API, not its type
         extra = self._extra
         extra["socket"] = trsock.TransportSocket(sock)
         try:
@@ -182,11 +191,12 @@ class SocketTransport(transports._FlowControlMixin):
         if sock.family in (socket.AF_INET, socket.AF_INET6) and server is None:
             # Accepted sockets inherit it from their listener.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        loop.call_soon(self._protocol.connection_made, self)
+        loop.call_soon(protocol.connection_made, self)
         # Reading starts once connection_made() has been called.
         loop.call_soon(self._start)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled,  # type: ignore[attr-defined]
+                           waiter, None)
 
     def __repr__(self) -> str:
         info = [type(self).__name__]
@@ -206,7 +216,7 @@ class SocketTransport(transports._FlowControlMixin):
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 self._stream.abort()
-            else:
+            elif self._sock is not None:
                 self._sock.close()
                 self._sock = None
 
@@ -222,7 +232,7 @@ class SocketTransport(transports._FlowControlMixin):
         self._protocol_connected = True
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[no-any-return]
+        return self._protocol
 
     # -- reading ----------------------------------------------------------------------
     def _start(self) -> None:
@@ -251,9 +261,9 @@ class SocketTransport(transports._FlowControlMixin):
     def _on_data(self, data: bytes | int) -> None:
         """What the engine read: a chunk, b"" at the end, or -errno."""
         if data.__class__ is bytes and data and not self._conn_lost:
-            self._counters.bytes_in += len(data)  # type: ignore[arg-type]
+            self._counters.bytes_in += len(data)
             if self._buffered:
-                self._buffer_updated(data)  # type: ignore[arg-type]
+                self._buffer_updated(data)
                 return
             try:
                 self._protocol.data_received(data)
@@ -353,7 +363,7 @@ class SocketTransport(transports._FlowControlMixin):
         return self._stream._queued_bytes
 
     def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        super()._set_write_buffer_limits(high, low)
+        super()._set_write_buffer_limits(high, low)  # type: ignore[misc]
         self._stream._high_water = self._high_water
         self._stream._low_water = self._low_water
 

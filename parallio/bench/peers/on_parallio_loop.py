@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         io = args.io
 
         class Policy(parallio.loop.EventLoopPolicy):
-            def _loop_factory(self) -> parallio.loop.EventLoop:  # type: ignore[override]
+            def _loop_factory(self) -> parallio.loop.EventLoop:
                 return parallio.loop.new_event_loop(io)
 
         asyncio.set_event_loop_policy(Policy())

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import types
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, BinaryIO, Callable, Protocol, TypeVar
 
 from . import _context, _sockets
 from .engine.base import Handle
@@ -251,7 +251,8 @@ class Transport(Stream):
             return self._send_seq
         return self._send_result(data)
 
-    def sendfile(self, before: Any, path: str | os.PathLike, after: Any) -> int:
+    def sendfile(self, before: Any, path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+                 after: Any) -> int:
         """Send ``before``, the whole file at ``path``, then ``after``, the
         file going from the page cache to the socket without passing through
         Python. Raises :class:`OSError` at once if the file cannot be opened."""
@@ -259,17 +260,20 @@ class Transport(Stream):
         size = os.fstat(file.fileno()).st_size
         return self._send_file(before, file, 0, size, after)
 
-    def sendfile_ranged(self, before: Any, path: str | os.PathLike, after: Any,
-                        offset: int, nbytes: int) -> int:
+    def sendfile_ranged(self, before: Any,
+                        path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | BinaryIO,
+                        after: Any, offset: int, nbytes: int) -> int:
         """Like :meth:`sendfile`, for ``nbytes`` bytes from ``offset`` (any
-        size: there is no 2 GB limit)."""
+        size: there is no 2 GB limit). ``path`` may also be a binary file
+        open on a regular file, which the transport then owns and closes."""
         if offset < 0 or nbytes < 0:
             raise ValueError("offset and nbytes must be >= 0")
-        file = open(path, "rb")
+        file = open(path, "rb") if isinstance(path, (str, bytes, os.PathLike)) else path
         size = os.fstat(file.fileno()).st_size
         if offset + nbytes > size:
             file.close()
-            raise ValueError(f"range {offset}+{nbytes} is past the end of {path} ({size} bytes)")
+            name = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else file.name
+            raise ValueError(f"range {offset}+{nbytes} is past the end of {name} ({size} bytes)")
         return self._send_file(before, file, offset, nbytes, after)
 
     def _send_file(self, before: Any, file: Any, offset: int, nbytes: int, after: Any) -> int:

@@ -2,7 +2,8 @@
 
 :class:`StaticFiles` serves a directory tree with ``GET`` and ``HEAD``:
 
-* Files go out with sendfile (zero-copy, any size: no 2 GB limit), with
+* Files go out with sendfile (zero-copy, any size: no 2 GB limit; up to
+  :data:`SMALL_FILE` bytes are read and sent with the head instead), with
   ``Content-Type`` from the extension, ``Last-Modified``, ``ETag`` (from
   mtime_ns, size and inode) and ``Accept-Ranges: bytes``.
 * ``If-None-Match`` (weak comparison, ``*``) and, without it,
@@ -21,10 +22,11 @@
 
 No request reaches a file outside the root. The path is percent-decoded
 exactly once; a NUL byte is a 400; a ``..`` segment is a 404; the decoded
-path is resolved with :func:`os.path.realpath` (every symlink, wherever it
-sits) and must lie inside the real root, else 404. Only regular files are
-sent (a FIFO or device inside the root is a 404: opening one could block
-the worker).
+path is resolved (every symlink, wherever it sits) and must lie inside the
+real root, else 404: by the kernel in one system call where it can
+(:mod:`parallio.http._beneath`), else with :func:`os.path.realpath`. Only
+regular files are sent (a FIFO or device inside the root is a 404: opening
+one could block the worker), and the file checked is the file sent.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ import mimetypes
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
+from ._beneath import open_beneath, reopen_for_reading
 from .parser import HttpError, Request
-from .response import SERVER_HEADER, HeaderPairs, render_head, server_headers, simple_response
+from .response import (SERVER_HEADER, HeaderPairs, PreparedHeaders, render_head, server_headers,
+                       simple_response)
 
 if TYPE_CHECKING:
     from ..transport import Transport
@@ -48,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["StaticFiles", "parse_byte_ranges", "requested_range", "range_not_satisfiable",
            "content_type", "MAX_RANGES"]
 
+#: Files (or ranges) up to this size are read and sent with their head in
+#: one send; larger ones go out with sendfile.
+SMALL_FILE = 16 * 1024
 #: A Range header with more range specs than this is ignored (whole file).
 MAX_RANGES = 16
 # A byte position has at most 19 digits (st_size < 2**63). A number of more
@@ -62,6 +69,11 @@ _TYPES = mimetypes.MimeTypes(filenames=())
 _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                   "xz": "application/x-xz", "br": "application/x-brotli"}
 _type_cache: dict[str, str] = {}
+# The rendered Server and Content-Type fields, by type (the table's values: bounded).
+_type_field_cache: dict[str, bytes] = {}
+# Last-Modified values by whole second of mtime: files of one site share few.
+_http_dates: dict[int, str] = {}
+_HTTP_DATES_MAX = 4096
 
 
 def content_type(name: str) -> str:
@@ -173,6 +185,27 @@ def range_not_satisfiable(request: Request, size: int, fields: HeaderPairs = ())
         request_version=request.http_version)
 
 
+def _type_fields(name: str) -> bytes:
+    """The Server and Content-Type fields of a file called ``name``."""
+    kind = content_type(name)
+    fields = _type_field_cache.get(kind)
+    if fields is None:
+        fields = _type_field_cache[kind] = SERVER_HEADER + b"Content-Type: %s\r\n" % kind.encode()
+    return fields
+
+
+def _http_date(mtime: float) -> str:
+    """``mtime`` as an HTTP date (Last-Modified), cached by the second."""
+    second = int(mtime // 1)
+    value = _http_dates.get(second)
+    if value is None:
+        value = email.utils.formatdate(second, usegmt=True)
+        if len(_http_dates) >= _HTTP_DATES_MAX:
+            _http_dates.clear()
+        _http_dates[second] = value
+    return value
+
+
 def _etag_listed(header: str, etag: str) -> bool:
     """Weak comparison of ``etag`` with an If-None-Match list."""
     if header.strip(" \t") == "*":
@@ -237,6 +270,25 @@ class StaticFiles:
                 raise HttpError(404, "Not Found")
             if segment and segment != b".":
                 parts.append(segment)
+        try:
+            opened = open_beneath(self.root, b"/".join(parts))
+        except PermissionError:
+            raise HttpError(403, "Forbidden") from None
+        except OSError:
+            raise HttpError(404, "Not Found") from None
+        if opened is not None:
+            fd, info = opened
+            try:
+                if stat.S_ISREG(info.st_mode) and not raw.endswith(b"/"):
+                    read_fd = reopen_for_reading(fd)
+                    if read_fd is not None:
+                        file = open(read_fd, "rb", buffering=0)
+                        return self._send_file(transport, request, file, info, parts[-1])
+            except PermissionError:
+                raise HttpError(403, "Forbidden") from None
+            finally:
+                os.close(fd)
+            # A directory, or not a regular file: the slower path says which answer.
         path = self._inside(os.path.join(self.root, *parts))
         try:
             info = os.stat(path)
@@ -254,13 +306,13 @@ class StaticFiles:
                 except (HttpError, OSError):
                     continue
                 if stat.S_ISREG(index_info.st_mode):
-                    return self._send_file(transport, request, index_path, index_info, name)
+                    return self._send_path(transport, request, index_path, index_info, name)
             if self.listing:
                 return self._send_listing(transport, request, path)
             raise HttpError(403, "Forbidden")
         if not stat.S_ISREG(info.st_mode) or raw.endswith(b"/"):
             raise HttpError(404, "Not Found")
-        return self._send_file(transport, request, path, info, parts[-1] if parts else b"")
+        return self._send_path(transport, request, path, info, parts[-1] if parts else b"")
 
     def _inside(self, path: bytes) -> bytes:
         """``path`` with every symlink resolved, if that lies in the root."""
@@ -281,13 +333,32 @@ class StaticFiles:
             extra_headers=server_headers([("Location", location)]),
             request_version=request.http_version, head_only=request.method == "HEAD"))
 
-    def _send_file(self, transport: "Transport", request: Request, path: bytes,
+    def _send_path(self, transport: "Transport", request: Request, path: bytes,
                    info: os.stat_result, name: bytes) -> None:
-        """Send the regular file at ``path``; its type comes from ``name``,
-        the name requested (a symlink's target may be named otherwise)."""
+        try:
+            file = open(path, "rb", buffering=0)
+        except PermissionError:
+            raise HttpError(403, "Forbidden") from None
+        except FileNotFoundError:
+            raise HttpError(404, "Not Found") from None
+        self._send_file(transport, request, file, info, name)
+
+    def _send_file(self, transport: "Transport", request: Request, file: BinaryIO,
+                   info: os.stat_result, name: bytes) -> None:
+        """Send the regular file open as ``file`` (closed here, or by the
+        transport once sent); its type comes from ``name``, the name
+        requested (a symlink's target may be named otherwise)."""
+        try:
+            self._respond_with_file(transport, request, file, info, name)
+        except BaseException:
+            file.close()
+            raise
+
+    def _respond_with_file(self, transport: "Transport", request: Request, file: BinaryIO,
+                           info: os.stat_result, name: bytes) -> None:
         size = info.st_size
         etag = '"%x-%x-%x"' % (info.st_mtime_ns, size, info.st_ino)
-        last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
+        last_modified = _http_date(info.st_mtime)
         validators = [("Last-Modified", last_modified), ("ETag", etag)]
         headers = request.headers
         if self._not_modified(headers.get("if-none-match"), headers.get("if-modified-since"),
@@ -295,34 +366,45 @@ class StaticFiles:
             transport.send(render_head(
                 304, server_headers(validators),
                 keep_alive=request.keep_alive, request_version=request.http_version))
+            file.close()
             return
-        fields = [("Content-Type", content_type(os.fsdecode(name))), *validators,
-                  ("Accept-Ranges", "bytes")]
+        # Rendered directly: every value is the server's own (a type from the
+        # standard table, a date, a tag of hex digits).
+        fields = b"%sLast-Modified: %s\r\nETag: %s\r\nAccept-Ranges: bytes\r\n" % (
+            _type_fields(os.fsdecode(name)), last_modified.encode(), etag.encode())
         status, offset, length = 200, 0, size
         ranges = requested_range(request, size, lambda if_range: self._if_range_matches(
             if_range, etag, last_modified))
         if ranges is not None:
             if not ranges:
                 transport.send(range_not_satisfiable(request, size, validators))
+                file.close()
                 return
             (first, last), = ranges
             status, offset, length = 206, first, last - first + 1
-            fields.append(("Content-Range", f"bytes {first}-{last}/{size}"))
-        head = render_head(status, server_headers(fields),
+            fields += b"Content-Range: bytes %d-%d/%d\r\n" % (first, last, size)
+        head = render_head(status, PreparedHeaders(fields),
                            content_length=length, keep_alive=request.keep_alive,
                            request_version=request.http_version)
         if request.method == "HEAD" or not length:
             transport.send(head)
+            file.close()
+            return
+        if length <= SMALL_FILE:
+            # One read and one send: cheaper than a second completion for a
+            # sendfile, for what the socket takes in one piece anyway.
+            with file:
+                body = os.pread(file.fileno(), length, offset)
+            if len(body) != length:
+                raise HttpError(503, "the file changed while being served; try again")
+            transport.send(head + body)
             return
         try:
             # sendfile_ranged rather than sendfile: exactly the length the
             # head announces goes out, even if the file grows meanwhile (and
-            # the connection is cut if it shrinks).
-            transport.sendfile_ranged(head, path, None, offset, length)
-        except PermissionError:
-            raise HttpError(403, "Forbidden") from None
-        except FileNotFoundError:
-            raise HttpError(404, "Not Found") from None
+            # the connection is cut if it shrinks). The transport owns the
+            # file from here.
+            transport.sendfile_ranged(head, file, None, offset, length)
         except ValueError:
             raise HttpError(503, "the file changed while being served; try again") from None
 

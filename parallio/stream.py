@@ -6,7 +6,7 @@ partial sends resumed, consecutive pieces gathered into one send), file
 sends in slices, high/low water marks, corking while a callback runs, the
 lingering close, and the bookkeeping of a connection's end. Subclasses add
 what their API means on top: :class:`parallio.transport.Transport` runs
-PyParallel's protocol classes; an asyncio transport would run asyncio
+PyParallel's protocol classes; :mod:`parallio.loop.transports` runs asyncio
 protocols on the same policy.
 
 A stream depends on its :class:`Loop` alone: an engine, timers, counters
@@ -102,11 +102,17 @@ class Stream:
     :meth:`_under_low_water`, :meth:`_piece_sent` and :meth:`_lost`.
     """
 
+    #: Whether a graceful close lingers (see :meth:`_close_gracefully`):
+    #: what an HTTP server needs; a stream for an API that closes at once
+    #: (asyncio's transports) turns it off.
+    lingers = True
+
     __slots__ = (
         "loop", "engine", "handle", "_inflight", "_inflight_size", "_inflight_id",
         "_inflight_pieces", "_queue", "_queued_bytes", "_corked", "_held", "_held_id",
-        "_reading", "closing", "closed", "_eof", "_over_water", "_high_water", "_low_water",
-        "_linger", "_on_sent_callback", "_sent_total", "_drain_waiter", "__weakref__",
+        "_reading", "closing", "closed", "_shut_pending", "_eof", "_over_water", "_high_water",
+        "_low_water", "_linger", "_on_sent_callback", "_sent_total", "_drain_waiter",
+        "__weakref__",
     )
 
     def __init__(self, loop: Loop, handle: Handle) -> None:
@@ -134,6 +140,8 @@ class Stream:
         self.closing = False
         #: The connection is closed (read-only).
         self.closed = False
+        #: shutdown_write() was asked for while sends were pending.
+        self._shut_pending = False
         self._eof = False
         self._over_water = False
         self._high_water = HIGH_WATER
@@ -234,8 +242,8 @@ class Stream:
         elif self._inflight is None:
             if self._queue:
                 self._pump()
-            elif self.closing and not self.closed:
-                self._close_gracefully()
+            else:
+                self._sent_all()
 
     def _pump(self) -> None:
         """Start the next send from the queue (nothing is in flight)."""
@@ -278,8 +286,18 @@ class Stream:
                     self._inflight = buffers
                     self.engine.sendmsg(self.handle, buffers, self._on_sent_callback)
             return
-        if self.closing and not self.closed:
+        self._sent_all()
+
+    def _sent_all(self) -> None:
+        """Nothing is queued or in flight any more: a close or a shutdown of
+        the write side asked for meanwhile happens now."""
+        if self.closed:
+            return
+        if self.closing:
             self._close_gracefully()
+        elif self._shut_pending:
+            self._shut_pending = False
+            self.engine.shutdown_write(self.handle)
 
     def _on_sent(self, sent: int) -> None:
         if self.closed:
@@ -325,12 +343,12 @@ class Stream:
                 self._piece_sent(send_id)
                 if self.closed:
                     return
-        if self._over_water and self._queued_bytes < self._low_water:
+        if self._over_water and self._queued_bytes <= self._low_water:
             self._over_water = False
             self._under_low_water()
             if self.closed:
                 return
-        if self._drain_waiter is not None and self._queued_bytes < self._low_water:
+        if self._drain_waiter is not None and self._queued_bytes <= self._low_water:
             waiter, self._drain_waiter = self._drain_waiter, None
             waiter()
             if self.closed:
@@ -338,8 +356,8 @@ class Stream:
         if self._inflight is None and not self._corked:
             if self._queue:
                 self._pump()
-            elif self.closing:
-                self._close_gracefully()
+            else:
+                self._sent_all()
 
     def _consume(self, pieces: int, sent: int) -> list[int]:
         """Drop what ``sent`` bytes took of the first ``pieces`` pieces;
@@ -367,7 +385,8 @@ class Stream:
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """More than ``high`` unsent bytes is over the high water mark, and
-        fewer than ``low`` (a quarter of ``high`` by default) back under."""
+        at most ``low`` (a quarter of ``high`` by default) back under. The
+        new marks apply at once: crossing one calls its hook now."""
         if high is None:
             high = HIGH_WATER if low is None else max(4 * low, low)
         if low is None:
@@ -375,15 +394,21 @@ class Stream:
         if not 0 <= low <= high:
             raise ValueError(f"need 0 <= low <= high, not low={low!r} high={high!r}")
         self._high_water, self._low_water = high, low
+        if not self._over_water and self._queued_bytes > high:
+            self._over_water = True
+            self._over_high_water()
+        elif self._over_water and self._queued_bytes <= low:
+            self._over_water = False
+            self._under_low_water()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._low_water, self._high_water
 
     def when_drained(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` once fewer than the low water mark of bytes
+        """Call ``callback()`` once at most the low water mark of bytes
         wait to be sent (at once, after this turn, if that is so already).
         One waiter at a time: a producer of output that waits for room."""
-        if self._queued_bytes < self._low_water:
+        if self._queued_bytes <= self._low_water:
             self.loop.call_later(0, callback)
         else:
             self._drain_waiter = callback
@@ -405,6 +430,16 @@ class Stream:
         return self._queued_bytes
 
     # -- closing --------------------------------------------------------------
+
+    def shutdown_write(self) -> None:
+        """Shut the write side (the peer reads EOF) once everything queued
+        has been sent; reading goes on."""
+        if self.closed or self.closing or self._shut_pending:
+            return
+        if self._inflight is None and not self._queue and self._held is None:
+            self.engine.shutdown_write(self.handle)
+        else:
+            self._shut_pending = True
 
     def close(self) -> None:
         """Close once everything queued has been sent."""
@@ -432,7 +467,7 @@ class Stream:
         still sends is read and discarded until it closes too, for a short
         while at most: Apache's "lingering close".
         """
-        if self._eof or self._linger is not None:
+        if self._eof or self._linger is not None or not self.lingers:
             self._finish(None)
             return
         self.engine.shutdown_write(self.handle)

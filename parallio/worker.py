@@ -9,6 +9,11 @@ A :class:`Worker` is the :class:`~parallio.transport.ProtocolLoop` its
 transports run on: its engine, timers, counters and close notification.
 The layers above keep their per-worker state in typed extensions
 (:meth:`Worker.extension`), made on first use.
+
+A worker whose spec names a :class:`Driver` (``extras["driver"]``) hands
+its turns to it: an asyncio event loop on the worker's engine
+(:mod:`parallio.loop.cores`) runs the worker's timers and polls its engine,
+so the control socket, connections and services go on as before.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, TypeVar
+import traceback
+from typing import Any, Callable, Protocol, TypeVar
 
 from . import _context, _control, _errors, _logging, _memory
+from ._ref import ObjectRef
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .engine import make_engine
 from .engine.base import Handle
 from .protocol import ProtocolSpec
-from .stream import Counters, Stream
+from .stream import Cancellable, Counters, Stream
 from .transport import Transport
 
 log = logging.getLogger("parallio")
@@ -83,6 +90,31 @@ class TimerHandle:
             self.callback = None
             self.args = ()
             self._worker._timer_cancelled()
+
+
+class Driver(Protocol):
+    """What runs a worker's turns in place of its own loop: made with the
+    worker (``extras["driver"]`` names the class), it polls the worker's
+    engine and keeps the worker's timers."""
+
+    def call_later(self, delay: float, callback: Callable[..., object],
+                   *args: Any) -> Cancellable: ...
+
+    def start(self) -> None:
+        """The worker is about to serve: start the program it drives."""
+
+    def run(self) -> None:
+        """Drive the worker until :meth:`stop`."""
+
+    def stop(self) -> None:
+        """End :meth:`run` after the current turn."""
+
+    def drain(self, timeout: float) -> None:
+        """The main thread asked the worker to stop within ``timeout``."""
+
+    def busy(self) -> bool:
+        """Whether the driven program still runs (the worker waits for it
+        while draining)."""
 
 
 class _Listener:
@@ -139,6 +171,9 @@ class Worker:
         self._peak_connections = 0
         self._trim_timer: TimerHandle | None = None
         _memory.tune_allocator()
+        driver: ObjectRef | None = spec.extras.get("driver")
+        #: What runs this worker's turns, if not the worker's own loop.
+        self.driver: Driver | None = driver.resolve()(self) if driver is not None else None
 
     # -- the layers above ---------------------------------------------------
     def extension(self, kind: Callable[["Worker"], T]) -> T:
@@ -167,6 +202,8 @@ class Worker:
             elif self.seq_id == 1:
                 # A client is one connection: the first worker makes it.
                 self._connect(endpoint, spec)
+        if self.driver is not None:
+            self.driver.start()
 
     def _listen(self, endpoint: Endpoint, spec: ProtocolSpec, fd: int) -> None:
         # The main thread made the listening socket and keeps it open while
@@ -299,6 +336,8 @@ class Worker:
                    *args: Any) -> TimerHandle:
         """Call ``callback(*args)`` on this worker's thread after ``delay``
         seconds (0: after the events of this turn)."""
+        if self.driver is not None:
+            return self.driver.call_later(delay, callback, *args)  # type: ignore[return-value]
         self._timer_seq += 1
         handle = TimerHandle(self, time.monotonic() + delay, self._timer_seq, callback, args)
         heapq.heappush(self._timers, handle)
@@ -336,6 +375,10 @@ class Worker:
     def run(self) -> None:
         poll = self.engine.poll
         self.report_idle()
+        if self.driver is not None:
+            if self._running:
+                self.driver.run()
+            return
         while self._running:
             timers = self._timers
             if timers:
@@ -372,8 +415,9 @@ class Worker:
         """Tell the main thread when this worker became idle or busy; call it
         whenever what a busy check watches may have changed."""
         if self._draining:
-            if not self.connections and not self.listeners:
-                self._running = False
+            if (not self.connections and not self.listeners
+                    and not (self.driver is not None and self.driver.busy())):
+                self._end()
             return
         idle = self.is_idle()
         if idle != self._idle_reported:
@@ -417,7 +461,6 @@ class Worker:
             if not self._draining:
                 log.error("worker %d: lost its main thread; stopping", self.seq_id)
             self.close_all()
-            self._running = False
             return
         for message in self._control_reader.feed(data):
             self._control_handlers[message[0]](*message[1:])
@@ -436,6 +479,8 @@ class Worker:
         closing the last descriptor of a listener resets them. A worker
         replaced by a successor leaves them to it."""
         self._draining = True
+        if self.driver is not None:
+            self.driver.drain(drain_timeout)
         for stream in list(self.connections):
             stream.drain()
         # Connections the engine accepted in this turn of the loop are still
@@ -483,7 +528,13 @@ class Worker:
         self._close_listeners()
         for stream in list(self.connections):
             stream.abort()
+        self._end()
+
+    def _end(self) -> None:
+        """End the loop after this turn."""
         self._running = False
+        if self.driver is not None:
+            self.driver.stop()
 
 
 def _protocol_class(endpoint: Endpoint) -> Any:

@@ -544,6 +544,25 @@ def test_poll_timeout_is_honoured(engine):
     assert time.monotonic() - start < 0.1
 
 
+def test_poll_that_delivered_a_result_does_not_wait(engine, pair):
+    """A result queued at submission (a sendfile that went through at once)
+    is a callback of the next poll; that poll then returns without waiting:
+    the callback may have made more work for its caller (an event loop
+    whose ready queue it filled), who computed the timeout before."""
+    handle, client = pair
+    with tempfile.TemporaryFile() as file:
+        file.write(b"x" * 100)
+        file.flush()
+        results: list[int] = []
+        engine.sendfile(handle, file.fileno(), 0, 100, results.append)
+        start = time.monotonic()
+        engine.poll(2.0)
+        assert results == [100]
+        assert time.monotonic() - start < 1.0
+    assert recv_exactly(client, 100) == b"x" * 100
+    engine.close(handle)
+
+
 # -- one-shot reads and readiness ------------------------------------------------
 
 def test_recv_into_fills_the_callers_buffer(engine, pair):

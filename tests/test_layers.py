@@ -31,11 +31,11 @@ LAYERS: list[tuple[str, ...]] = [
      "parallio._logging", "parallio._proctitle", "parallio._errors", "parallio._version"),
     ("parallio.engine",),
     ("parallio.protocol", "parallio.stream"),
-    ("parallio.transport",),
+    ("parallio.transport", "parallio.loop.events", "parallio.loop.transports"),
     ("parallio.worker", "parallio.supervision"),
     ("parallio.host",),
     ("parallio.runtime",),
-    ("parallio.services", "parallio.http"),
+    ("parallio.services", "parallio.http", "parallio.loop"),
     ("parallio.asgi",),
     # The composition root, and what is built on the public API like a
     # user's own code: the command line, the benchmarks, the wiki app.

@@ -3,8 +3,9 @@
 :func:`serve_asgi` is one server on one asyncio event loop: HTTP/1.1
 (:mod:`.http`), WebSockets (:mod:`.websocket`) and the lifespan protocol
 (:mod:`.lifespan`). :func:`serve` runs it in several workers, each with its
-own loop and ``SO_REUSEPORT`` socket (:mod:`.host`); ``python -m parallio
-asgi MODULE:APP`` is the command line.
+own parallio event loop and ``SO_REUSEPORT`` socket, on
+:func:`parallio.loop.run_on_all_cores` (:mod:`.workers`); ``python -m
+parallio asgi MODULE:APP`` is the command line (:mod:`parallio.cli.asgi`).
 
 The names below are imported on first use (PEP 562): the command line reads
 :class:`Config`'s defaults without loading asyncio and the servers.
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import AppLoadError, ASGIApp, Config, load_app
-    from .host import ServeError, serve
+    from .workers import ServeError, serve
     from .lifespan import Lifespan, LifespanFailure
     from .server import serve_asgi
     from .shared import ClientDisconnected
@@ -29,7 +30,7 @@ def __getattr__(name: str) -> Any:
     if name in ("ASGIApp", "AppLoadError", "Config", "load_app"):
         from . import config as module
     elif name in ("ServeError", "serve"):
-        from . import host as module  # type: ignore[no-redef]
+        from . import workers as module  # type: ignore[no-redef]
     elif name in ("Lifespan", "LifespanFailure"):
         from . import lifespan as module  # type: ignore[no-redef]
     elif name == "serve_asgi":

@@ -1,7 +1,7 @@
 """One ASGI server on one event loop: :func:`serve_asgi`.
 
-``serve_asgi`` is what a worker runs, on whatever loop it has (the stdlib
-loop, uvloop, or parallio's own once a worker runs one per core): the
+``serve_asgi`` is what a worker runs, on whatever loop it has (parallio's
+own in :func:`parallio.asgi.serve`'s workers, the stdlib loop, uvloop): the
 application's lifespan startup, then connections accepted on the given
 listening socket until ``stop`` is set, then a graceful shutdown (stop
 accepting, let in-flight responses finish within ``drain_timeout``, close

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .. import _errors, _logging, _proctitle
 from .._version import __version__
-from . import asgi, http, wiki
+from . import asgi, asyncio, http, wiki
 from .config import ConfigError, parse_args
 from .options import add_access_log_options, add_global_options, add_run_options, serve
 
@@ -31,7 +31,7 @@ SERVICES = {
 
 #: The other subcommands, each module's: name -> (help, configure the
 #: parser, run from parsed arguments).
-COMMANDS = {**http.COMMANDS, **asgi.COMMANDS, **wiki.COMMANDS}
+COMMANDS = {**http.COMMANDS, **asgi.COMMANDS, **asyncio.COMMANDS, **wiki.COMMANDS}
 
 #: Subcommands whose positional argument must be given (on the command
 #: line or in the configuration): name -> its dest.

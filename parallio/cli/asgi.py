@@ -31,9 +31,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_run_options(parser, 8000)
     add_timeout_options(parser)
     add_access_log_options(parser)
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
-                        help="each worker's event loop; auto: uvloop where installed "
-                             "(default %(default)s)")
     parser.add_argument("--root-path", default="",
                         help="the path the application is mounted at behind a proxy")
     parser.add_argument("--lifespan", default="auto", choices=["auto", "on", "off"],
@@ -57,17 +54,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..asgi.config import Config
-    from ..asgi.host import ServeError, serve
+    from ..asgi.workers import ServeError, serve
 
     if reloading(args):
         return
-    if args.io != "auto":
-        raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
-                         "loop serves it; leave --io at auto")
     unsupported = runtime_only_options(args)
     if unsupported:
-        raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command until "
-                         "parallio's event loop serves it")
+        raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command yet "
+                         "(its workers run parallio's event loop, which these do not supervise)")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
@@ -81,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
         raise ServeError(str(error)) from None
     endpoints = listen_endpoints(args)
     try:
-        serve(args.app, workers=args.workers, parallel=args.parallel, loop=args.loop,
+        serve(args.app, workers=args.workers, parallel=args.parallel, io=args.io,
               config=config, endpoints=endpoints)
     finally:
         for endpoint in endpoints:

@@ -21,6 +21,11 @@ DEFAULT_HOST = "127.0.0.1"
 def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
     """The options every serving subcommand takes."""
     add_listen_options(parser, port)
+    add_worker_options(parser)
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """How many workers, where they run, their engine and their drain."""
     parser.add_argument("--workers", type=values.positive_int, default=None,
                         help="number of workers (default: the CPUs this process may use)")
     parser.add_argument("--parallel", default="auto",
@@ -221,7 +226,8 @@ def supervision_of(args: argparse.Namespace) -> Supervision:
 
 def runtime_only_options(args: argparse.Namespace) -> list[str]:
     """The supervision options given in ``args`` that only commands served
-    by parallio's runtime honour (the asgi command's interim host does not)."""
+    by parallio's protocol runtime honour (the asgi command's workers run
+    parallio's event loop, which they do not supervise yet)."""
     given = [name for name in ("processes", "worker_timeout", "max_requests", "max_rss",
                                "limit_concurrency") if getattr(args, name) is not None]
     return ["--" + name.replace("_", "-") for name in given]

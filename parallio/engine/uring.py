@@ -5,7 +5,8 @@ Shape of one loop turn (:meth:`UringEngine.poll`):
 1. results that must not be delivered from the submitting call (synchronous
    sendfile results, data held back while reading was paused) are delivered;
 2. ONE ``io_uring_enter`` submits every entry queued since the last turn and
-   waits for completions (timeout passed through EXT_ARG);
+   waits for completions (timeout passed through EXT_ARG) -- unless step 1
+   ran a callback, which may have given the caller more to do;
 3. the completion ring is copied out in one slice, its head released, and
    each completion dispatched to the handle its ``user_data`` names.
 
@@ -699,11 +700,16 @@ class UringEngine(Engine[_Handle]):
             raise RuntimeError("the io_uring engine was shut down")
         self._polling = True
         try:
+            delivered = False
             if self._leftover is not None:
                 self._dispatch(self._leftover)
+                delivered = True
             if self._soon:
                 self._run_soon()
-            if self._soon or (timeout is not None and timeout <= 0):
+                delivered = True
+            # Callbacks that ran already may have made work for the caller
+            # (who chose the timeout before they ran): no waiting then.
+            if delivered or (timeout is not None and timeout <= 0):
                 self._enter(0, _GETEVENTS, None)
             elif timeout is None:
                 self._enter(1, _GETEVENTS, None)

@@ -1,6 +1,12 @@
-"""Applications the command-line tests start in worker processes."""
+"""Applications the command-line tests start in workers."""
 
 import os
+import threading
+
+
+def _worker_name() -> bytes:
+    """This worker among all hosts' workers: its process and thread."""
+    return b"%d-%d" % (os.getpid(), threading.get_ident())
 
 
 async def failing_startup(scope, receive, send):
@@ -14,11 +20,11 @@ async def whoami(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                scope["state"]["started_in"] = os.getpid()
+                scope["state"]["started_in"] = _worker_name()
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
-    body = b"%d %d" % (os.getpid(), scope["state"]["started_in"])
+    body = _worker_name() + b" " + scope["state"]["started_in"]
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import host_skip_reason
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,8 +45,11 @@ def get(port: int, path: str) -> bytes:
         return response.read()
 
 
-@pytest.mark.parametrize("parallel", ["processes", "threads"])
+@pytest.mark.parametrize("parallel", ["processes", "threads", "interpreters"])
 def test_serves_with_one_lifespan_per_worker_and_stops_on_sigterm(parallel):
+    reason = host_skip_reason(parallel)
+    if reason:
+        pytest.skip(reason)
     process = start("tests.asgi._cli_apps:whoami", "--workers", "2", "--parallel", parallel)
     try:
         port = wait_serving(process)
@@ -52,10 +57,9 @@ def test_serves_with_one_lifespan_per_worker_and_stops_on_sigterm(parallel):
         for answer in answers:
             served_by, started_in = answer.split()
             assert served_by == started_in  # the lifespan ran in the worker that serves
-        if parallel == "processes":
-            # 40 connections spread by SO_REUSEPORT: both workers serve
-            # (all 40 on one of the two would happen once in 2**39 runs).
-            assert len({answer.split()[0] for answer in answers}) == 2
+        # 40 connections spread by SO_REUSEPORT: both workers serve (all
+        # 40 on one of the two would happen once in 2**39 runs).
+        assert len({answer.split()[0] for answer in answers}) == 2
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
@@ -94,6 +98,6 @@ def test_the_command_registers_with_python_m_parallio():
 
     assert "asgi" in COMMANDS
     args = build_parser().parse_args(["asgi", "m:app", "--root-path", "/api", "--request-timeout",
-                                      "30", "--loop", "asyncio"])
-    assert (args.app, args.root_path, args.request_timeout, args.loop) == ("m:app", "/api", 30.0,
-                                                                           "asyncio")
+                                      "30", "--io", "epoll"])
+    assert (args.app, args.root_path, args.request_timeout, args.io) == ("m:app", "/api", 30.0,
+                                                                         "epoll")

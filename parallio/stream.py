@@ -414,6 +414,12 @@ class Stream:
             self._drain_waiter = callback
 
     @property
+    def writing_paused(self) -> bool:
+        """True from passing the high water mark until back under the low
+        one: a producer of output should wait (:meth:`when_drained`)."""
+        return self._over_water
+
+    @property
     def bytes_sent(self) -> int:
         """Bytes this connection has sent so far."""
         return self._sent_total

@@ -167,11 +167,26 @@ class HttpProtocol:
             if not keep_alive or transport.closing:
                 transport.close()
                 return
+            if transport.writing_paused:
+                # The client is not reading: the requests it pipelined are
+                # answered as it takes what was sent, not all at once into
+                # memory.
+                transport.when_drained(self._resume_serving)
+                return
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
         elif self.draining and not parser.in_progress:
             transport.close()  # a response that was running when the drain began ended
+
+    def _resume_serving(self) -> None:
+        transport = self.transport
+        if transport.closing:
+            return
+        try:
+            self._serve(transport)
+        except HttpError as error:
+            self.refuse(transport, error.status, error.reason)
 
     def connection_draining(self, transport: "Transport") -> None:
         """The server is stopping. A request in progress is answered, with

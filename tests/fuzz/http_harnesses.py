@@ -14,12 +14,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional, Union
 from urllib.parse import unquote_to_bytes
 
 from parallio.http.parser import Headers, HttpError, Limits, Request, RequestParser
 from parallio.http.response import (REASONS, check_header_name, check_header_value, last_chunk,
                                     prepare_headers, render_head, simple_response)
+from parallio.http import static as static_module
 from parallio.http.static import MAX_RANGES, StaticFiles, parse_byte_ranges
 
 from ..http import test_parser_h11_oracle as h11_oracle
@@ -405,6 +406,9 @@ class RecordingTransport:
     """What StaticFiles sends, recorded instead of sent (files as their
     bytes: opening a FIFO would hang the harness, which libFuzzer reports)."""
 
+    #: No protocol: nothing to tell an access log.
+    protocol = None
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.files: list[bytes] = []
@@ -413,10 +417,11 @@ class RecordingTransport:
         self.sent.append(bytes(data))
         return len(self.sent)
 
-    def sendfile_ranged(self, before: bytes, path: bytes, after: Optional[bytes], offset: int,
-                        nbytes: int) -> int:
-        self.files.append(path)
-        with open(path, "rb") as file:
+    def sendfile_ranged(self, before: bytes, path: Union[bytes, BinaryIO], after: Optional[bytes],
+                        offset: int, nbytes: int) -> int:
+        """``path`` a name, or a file StaticFiles opened (regular: it checks)."""
+        with (open(path, "rb") if isinstance(path, bytes) else path) as file:
+            self.files.append(os.fsencode(os.readlink(f"/proc/self/fd/{file.fileno()}")))
             file.seek(offset)
             self.sent.append(bytes(before) + file.read(nbytes) + bytes(after or b""))
         return len(self.sent)
@@ -480,6 +485,9 @@ def static_paths(data: bytes) -> None:
     flags = fuzz.byte()
     target = fuzz.rest()
     layout = site()
+    # Every file through sendfile_ranged, where the harness sees which file
+    # it is (small ones are otherwise read and sent with their head).
+    static_module.SMALL_FILE = -1
     mount = layout.mounts[flags & 1]
     if flags & 2:
         # Only what the parser admits in a target (VCHAR), in any shape.

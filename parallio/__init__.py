@@ -12,7 +12,7 @@ a protocol needs it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence, Union
 
 from . import _context, transport
 from ._ref import ObjectRef
@@ -28,13 +28,14 @@ from .services.shared import (AssignmentError, ProtectionError, SharedBuffer, pr
                               share, shared, unshare)
 from .services.timers import Timer, timer
 from .services.work import WorkerLost, submit_work
+from .trust import DEFAULT_TRUSTED, TrustedAddresses
 from .transport import NotInCallback, Transport
 from .worker import current_worker
 
 __all__ = [
     "server", "client", "register", "run", "start", "transport", "current_transport",
     "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport",
-    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback",
+    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "TlsConfig",
     # PyParallel's services. parallio.map, parallio.dict and parallio.list are
     # left out of * on purpose: they would shadow the builtins.
     "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
@@ -56,6 +57,10 @@ def __getattr__(name: str) -> Any:
     if name in ("map", "dict", "list"):
         from .services import shared as _shared, work as _work
         return {"map": _work.map, "dict": _shared.dict, "list": _shared.list}[name]
+    if name == "TlsConfig":
+        # On use: a process without TLS does not load the ssl module.
+        from .tls import TlsConfig
+        return TlsConfig
     raise AttributeError(f"module 'parallio' has no attribute {name!r}")
 
 
@@ -64,13 +69,27 @@ _registered: list[Endpoint] = []
 _current: Runtime | None = None
 
 
-def server(host: str, port: int, *, backlog: int = 1024) -> Endpoint:
+def server(host: str, port: int, *, backlog: int = 1024, ssl: Any = None,
+           proxy_protocol: bool = False,
+           proxy_allow_ips: Union[str, Sequence[str]] = DEFAULT_TRUSTED) -> Endpoint:
     """A TCP server on ``host``:``port`` (IPv4 or IPv6; port 0 picks a free
-    one, read it back from ``.port``). Every worker listens on it."""
+    one, read it back from ``.port``). Every worker listens on it.
+
+    ``ssl`` serves TLS: a :class:`parallio.tls.TlsConfig`, a module-level
+    function returning an :class:`ssl.SSLContext` (each worker calls it),
+    or an ``SSLContext`` (threads host only: a context cannot be sent to
+    other processes or interpreters). ``proxy_protocol`` reads a PROXY
+    protocol header (v1 or v2) at the start of each connection, from the
+    peers in ``proxy_allow_ips`` only (addresses, networks, ``"*"``)."""
     if _context.in_worker_import():
         return Endpoint("server", host, port, 0, ())
     _check_main("server")
-    return make_server(host, port, backlog)
+    tls = None
+    if ssl is not None:
+        from .tls import ssl_source
+        tls = ssl_source(ssl)
+    return make_server(host, port, backlog, tls=tls,
+                       proxy_allowed=TrustedAddresses(proxy_allow_ips) if proxy_protocol else None)
 
 
 def client(host: str, port: int) -> Endpoint:

@@ -25,6 +25,11 @@ class Endpoint:
     address: tuple
     backlog: int = 1024
     protocol: ObjectRef | None = None
+    # What connections pass through before the protocol (parallio.edge):
+    # TLS (a parallio.tls.TlsSource) and the PROXY protocol header, read
+    # from the peers in proxy_allowed (a parallio.trust.TrustedAddresses).
+    tls: Any = None
+    proxy_allowed: Any = None
     # Keeps a server's port reserved (and resolved, for port 0) while workers
     # come and go. Main-thread only: not sent to workers.
     placeholder: socket.socket | None = field(default=None, repr=False, compare=False)

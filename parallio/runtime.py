@@ -55,7 +55,11 @@ def _resolve(host: str, port: int, passive: bool) -> tuple[int, tuple]:
     return family, address
 
 
-def make_server(host: str, port: int, backlog: int = 1024) -> Endpoint:
+def make_server(host: str, port: int, backlog: int = 1024, *, tls: Any = None,
+                proxy_allowed: Any = None) -> Endpoint:
+    """A server endpoint; ``tls`` (a :data:`parallio.tls.TlsSource`) and
+    ``proxy_allowed`` (:class:`parallio.trust.TrustedAddresses`) as
+    :class:`~parallio._spec.Endpoint` keeps them."""
     family, address = _resolve(host, port, passive=True)
     placeholder = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -71,7 +75,7 @@ def make_server(host: str, port: int, backlog: int = 1024) -> Endpoint:
         raise
     address = placeholder.getsockname()
     return Endpoint("server", host, address[1], family, address, backlog,
-                    placeholder=placeholder)
+                    tls=tls, proxy_allowed=proxy_allowed, placeholder=placeholder)
 
 
 def make_client(host: str, port: int) -> Endpoint:

@@ -29,6 +29,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _context, _control
 from ._spec import Endpoint, MainModule, WorkerSpec
+from .edge import TransportFactory, transport_factory
 from .engine import make_engine
 from .engine.base import Handle
 from .protocol import ProtocolSpec
@@ -169,6 +170,7 @@ class Worker:
         except BaseException:
             sock.close()
             raise
+        make = transport_factory(endpoint.tls, endpoint.proxy_allowed)
         listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec)
         self.listeners.append(listener)
 
@@ -177,15 +179,17 @@ class Worker:
                 self._accept_failed(listener, -fd)
                 return
             listener.failures = 0
-            self.serve_connection(fd, spec)
+            self.serve_connection(fd, spec, make)
 
         listener.on_accept = on_accept
         self.engine.accept(listener.handle, on_accept)
 
-    def serve_connection(self, fd: int, spec: ProtocolSpec) -> Transport:
+    def serve_connection(self, fd: int, spec: ProtocolSpec,
+                         make: TransportFactory = Transport) -> Transport:
         """Run a protocol instance of ``spec`` on the connected socket ``fd``
-        (the worker now owns it)."""
-        transport = Transport(self, self.engine.open(fd), spec)
+        (the worker now owns it), on a transport ``make`` makes (with TLS,
+        say: see :func:`parallio.edge.transport_factory`)."""
+        transport = make(self, self.engine.open(fd), spec)
         self.connections.add(transport)
         self.connections_total += 1
         transport.start()

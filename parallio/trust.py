@@ -54,6 +54,11 @@ class TrustedAddresses:
         self._networks = tuple(networks)
         self._verdicts: dict[str, bool] = {}
 
+    @classmethod
+    def of(cls, value: Union[str, Iterable[str], "TrustedAddresses"]) -> "TrustedAddresses":
+        """``value`` as a TrustedAddresses (itself if it is one)."""
+        return value if isinstance(value, TrustedAddresses) else cls(value)
+
     def __contains__(self, address: object) -> bool:
         if self.everyone:
             return True

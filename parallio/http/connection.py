@@ -18,6 +18,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..edge import EdgeTransport
+from ..trust import TrustedAddresses
+from .forwarded import Forwarded, resolve
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
@@ -41,14 +44,17 @@ class HttpProtocol:
     counted from its first byte; then 408 and close), ``idle_timeout``
     (seconds a kept-alive connection may wait for its next request, and a
     request body or a response may go without progress, before it is
-    closed).
+    closed). ``forwarded_allow_ips`` are the proxies whose forwarding fields
+    are believed (see :meth:`forwarded`).
     """
 
-    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen")
+    __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
+                 "_forwarded")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    forwarded_allow_ips: TrustedAddresses = TrustedAddresses()
 
     def connection_made(self, transport: "Transport") -> None:
         self.transport = transport
@@ -61,6 +67,7 @@ class HttpProtocol:
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
+        self._forwarded: tuple[Request, Forwarded] | None = None
         transport.loop.extension(_Timeouts).add(self)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
@@ -81,6 +88,7 @@ class HttpProtocol:
         next_request = parser.next_request
         while (request := next_request()) is not None:
             self.served += 1
+            request.origin = self
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
@@ -93,6 +101,19 @@ class HttpProtocol:
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
+
+    def forwarded(self, request: Request) -> Forwarded:
+        """Where ``request`` came from as the application sees it (what
+        ``request.client``, ``.scheme`` and ``.host`` say): the peer and the
+        connection's scheme, or what trusted proxies' fields say."""
+        cached = self._forwarded
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        transport = self.transport
+        result = resolve(request.headers, transport.peer, connection_scheme(transport),
+                         self.forwarded_allow_ips)
+        self._forwarded = (request, result)
+        return result
 
     def response_in_progress(self) -> bool:
         """True while the last request's response is still being produced
@@ -148,6 +169,11 @@ class HttpProtocol:
                 else:
                     transport.close()
         self.served_seen = self.served
+
+
+def connection_scheme(transport: "Transport") -> str:
+    """"https" on a TLS connection, else "http"."""
+    return "https" if isinstance(transport, EdgeTransport) and transport.is_tls else "http"
 
 
 class _Timeouts:

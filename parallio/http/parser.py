@@ -93,8 +93,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Union
 from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from .forwarded import Forwarded
 
 __all__ = ["HttpError", "Limits", "Headers", "Request", "RequestParser", "EndOfMessage",
            "TCHAR"]
@@ -287,6 +290,11 @@ class Request:
 
     With a streaming parser, ``has_body`` says whether body pieces follow
     the head; ``body`` stays empty.
+
+    A server sets ``origin`` to the connection the request came on; then
+    ``client``, ``scheme`` and ``host`` say where the request came from as
+    the application should see it, trusted proxies' ``X-Forwarded-*`` and
+    ``Forwarded`` fields applied (:mod:`parallio.http.forwarded`).
     """
 
     __slots__ = (
@@ -303,6 +311,7 @@ class Request:
         "expect_continue",
         "authority",
         "has_body",
+        "origin",
     )
 
     def __init__(
@@ -332,6 +341,25 @@ class Request:
         self.body = body
         self.trailers = trailers
         self.has_body = False
+        self.origin: Optional[RequestOrigin] = None
+
+    @property
+    def client(self) -> object:
+        """The client's address, ``(host, port)``: the peer, or what a
+        trusted proxy said (port 0 if it named none); None without origin."""
+        return None if self.origin is None else self.origin.forwarded(self).client
+
+    @property
+    def scheme(self) -> str:
+        """"https" or "http": what the client used, a trusted proxy's word included."""
+        return "http" if self.origin is None else self.origin.forwarded(self).scheme
+
+    @property
+    def host(self) -> str:
+        """The host the client asked for: a trusted proxy's
+        ``X-Forwarded-Host``/``Forwarded: host=``, else :attr:`authority`."""
+        host = None if self.origin is None else self.origin.forwarded(self).host
+        return host if host is not None else self.authority
 
     def __repr__(self) -> str:
         major, minor = self.http_version
@@ -340,6 +368,12 @@ class Request:
             f"headers={len(self.headers)} body={len(self.body)}B "
             f"keep_alive={self.keep_alive}>"
         )
+
+
+class RequestOrigin(Protocol):
+    """What :attr:`Request.origin` is: the connection a request came on."""
+
+    def forwarded(self, request: "Request") -> "Forwarded": ...
 
 
 class EndOfMessage:

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import types
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, BinaryIO, Callable, Protocol, TypeVar
 
 from . import _context, _sockets
 from .engine.base import Handle
@@ -62,7 +62,7 @@ class Transport(Stream):
     """
 
     __slots__ = ("protocol", "_spec", "_data_received", "_send_complete", "_lines",
-                 "_send_seq", "_peer", "_local", "_counters")
+                 "_send_seq", "_peer", "_local", "_counters", "_paused")
 
     loop: ProtocolLoop
 
@@ -77,6 +77,7 @@ class Transport(Stream):
         self.protocol: Any = None
         self._data_received: Callable[..., Any] | None = None
         self._send_complete: Callable[..., Any] | None = None
+        self._paused = False
 
     @property
     def fd(self) -> int:
@@ -185,7 +186,21 @@ class Transport(Stream):
         self._stop_reading()
 
     def _under_low_water(self) -> None:
-        if not self._closing:
+        if not self._closing and not self._paused:
+            self._start_reading()
+
+    def pause_reading(self) -> None:
+        """Stop taking data from the peer until :meth:`resume_reading`:
+        backpressure from a protocol whose consumer is behind (the kernel's
+        buffers fill, then the peer's sends wait)."""
+        self._paused = True
+        self._stop_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading` (unless output is over
+        the high water mark: then once it drains)."""
+        self._paused = False
+        if not self._closing and not self._over_water:
             self._start_reading()
 
     # -- addresses --------------------------------------------------------
@@ -234,13 +249,14 @@ class Transport(Stream):
         size = os.fstat(file.fileno()).st_size
         return self._send_file(before, file, 0, size, after)
 
-    def sendfile_ranged(self, before: Any, path: str | os.PathLike, after: Any,
+    def sendfile_ranged(self, before: Any, path: str | os.PathLike | BinaryIO, after: Any,
                         offset: int, nbytes: int) -> int:
         """Like :meth:`sendfile`, for ``nbytes`` bytes from ``offset`` (any
-        size: there is no 2 GB limit)."""
+        size: there is no 2 GB limit). ``path`` may also be a binary file
+        open on a regular file, which the transport then owns and closes."""
         if offset < 0 or nbytes < 0:
             raise ValueError("offset and nbytes must be >= 0")
-        file = open(path, "rb")
+        file = path if hasattr(path, "fileno") else open(path, "rb")  # type: ignore[arg-type]
         size = os.fstat(file.fileno()).st_size
         if offset + nbytes > size:
             file.close()

@@ -123,6 +123,9 @@ class Worker:
         self.busy_checks: list[Callable[[], bool]] = []
         # More counters for stats(), from the layers above (services).
         self.stats_providers: list[Callable[[], dict[str, Any]]] = []
+        #: Called when the worker ends, before its engine shuts down (a
+        #: thread pool ends its threads).
+        self.close_callbacks: list[Callable[[], None]] = []
         self._extensions: dict[type, Any] = {}
         self.connections_total = 0
 
@@ -379,6 +382,13 @@ class Worker:
             self.engine.close(listener.handle)
         self.listeners.clear()
 
+    def run_close_callbacks(self) -> None:
+        for callback in self.close_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("worker %d: a close callback failed", self.seq_id)
+
     def close_all(self) -> None:
         """Drop every connection and listener now."""
         self._close_listeners()
@@ -475,6 +485,7 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         failure = traceback.format_exc()
         if worker is not None:
             worker.close_all()
+            worker.run_close_callbacks()
             worker.engine.shutdown()
         _control.write_all(control_fd, _control.encode(("failed", seq_id, failure)))
         _context.set_worker(None)
@@ -490,6 +501,7 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         return False
     finally:
         worker.close_all()
+        worker.run_close_callbacks()
         worker.engine.shutdown()
         _context.set_worker(None)
 

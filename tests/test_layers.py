@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("parallio.engine",),
     ("parallio.protocol", "parallio.stream", "parallio.tls", "parallio.trust",
      "parallio.proxy_protocol"),
-    ("parallio.transport", "parallio.edge"),
+    ("parallio.transport", "parallio.edge", "parallio.threadpool"),
     ("parallio.worker",),
     ("parallio.host",),
     ("parallio.runtime",),

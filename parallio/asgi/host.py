@@ -269,7 +269,8 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
                     start(worker)
             if not announced and all(worker.ready for worker in pool):
                 announced = True
-                log.info("parallio asgi: serving on http://%s:%d with %d worker %s (%s loop)",
+                log.info("parallio asgi: serving on %s://%s:%d with %d worker %s (%s loop)",
+                         "https" if config.tls is not None else "http",
                          f"[{host}]" if ":" in host else host, port, count, parallel, loop_name)
                 if on_ready is not None:
                     on_ready(port)

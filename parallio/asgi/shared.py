@@ -25,6 +25,10 @@ class Server(Protocol):
     stopping: bool
     server_header: PreparedHeaders
     raw_root_path: bytes
+    #: "https" for TLS (or as the configuration says), else "http".
+    scheme: str
+    #: The TLS extension's connection-independent part (the server's certificate).
+    server_cert: Optional[str]
 
     def start_task(self, coroutine: Coroutine[Any, Any, None]) -> "asyncio.Task[None]": ...
 

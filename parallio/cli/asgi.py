@@ -7,7 +7,7 @@ import logging
 from typing import Optional
 
 from .http import add_timeout_options
-from .options import Commands, add_run_options
+from .options import Commands, add_run_options, tls_config, trusted_proxies
 
 __all__ = ["COMMANDS"]
 
@@ -57,8 +57,12 @@ def run(args: argparse.Namespace) -> None:
     if args.io != "auto":
         raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
                          "loop serves it; leave --io at auto")
+    if args.proxy_protocol:
+        raise ServeError("--proxy-protocol: the ASGI server runs on asyncio's own I/O, which "
+                         "reads no PROXY headers, until parallio's event loop serves it")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
+                        tls=tls_config(args), forwarded_allow_ips=trusted_proxies(args),
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
                         request_timeout=args.request_timeout, drain_timeout=args.drain_timeout,
                         ws_max_message_size=args.ws_max_size,

@@ -104,6 +104,9 @@ class EdgeTransport(Transport):
     def start(self) -> None:
         if self._allowed is not None:
             peer = self.socket_peer
+            if peer is None:
+                self.abort()  # gone already (a balancer's health check, say)
+                return
             if not self._allowed.trusts_peer(peer):
                 log.warning("closing a connection from %s: it may not send a PROXY header "
                             "(--forwarded-allow-ips)", _describe(peer))
@@ -130,7 +133,7 @@ class EdgeTransport(Transport):
     def _timed_out(self, what: str) -> None:
         self._timer = None
         log.debug("closing a connection from %s that did not finish %s in time",
-                  _describe(self.peer), what)
+                  self._who(), what)
         self.abort()
 
     def _cancel_timer(self) -> None:
@@ -192,7 +195,7 @@ class EdgeTransport(Transport):
         try:
             done = tls.handshake(data)
         except tls.Error as error:
-            log.debug("TLS handshake with %s failed: %s", _describe(self.peer), error)
+            log.debug("TLS handshake with %s failed: %s", self._who(), error)
             self._send_records(tls.outgoing())  # the alert that says why
             self._cancel_timer()
             self._stage = _CLOSE_NOTIFIED
@@ -212,11 +215,11 @@ class EdgeTransport(Transport):
         self._cancel_timer()
         self._stage = _CLOSE_NOTIFIED  # nothing of TLS is sent from now on
         if _HTTP_REQUEST.match(data):
-            log.debug("%s sent plain HTTP to a TLS port: refused with 400", _describe(self.peer))
+            log.debug("%s sent plain HTTP to a TLS port: refused with 400", self._who())
             Stream._write(self, _PLAIN_HTTP_REFUSAL)
             self.close()
         else:
-            log.debug("%s sent bytes that begin no TLS handshake: closed", _describe(self.peer))
+            log.debug("%s sent bytes that begin no TLS handshake: closed", self._who())
             self.abort()
 
     # -- receiving --------------------------------------------------------------
@@ -234,7 +237,7 @@ class EdgeTransport(Transport):
         try:
             plain = tls.decrypt()
         except tls.Error as error:
-            log.debug("TLS error on the connection from %s: %s", _describe(self.peer), error)
+            log.debug("TLS error on the connection from %s: %s", self._who(), error)
             self._send_records(tls.outgoing())
             self._stage = _CLOSE_NOTIFIED
             self._abort(error)
@@ -353,9 +356,20 @@ class EdgeTransport(Transport):
     # -- what TLS and the PROXY header settled ----------------------------------
     @property
     def socket_peer(self) -> Any:
-        """The address of the socket's peer (the balancer, with a PROXY header)."""
-        with _sockets.borrowed(self.handle.fd) as sock:
-            return sock.getpeername()
+        """The address of the socket's peer (the balancer, with a PROXY
+        header); None once the peer is gone."""
+        try:
+            with _sockets.borrowed(self.handle.fd) as sock:
+                return sock.getpeername()
+        except OSError:
+            return None
+
+    def _who(self) -> str:
+        """The peer, for a log line (the connection may be gone)."""
+        try:
+            return _describe(self.peer)
+        except OSError:
+            return "a client that left"
 
     @property
     def server_hostname(self) -> Optional[str]:
@@ -392,6 +406,8 @@ class EdgeTransport(Transport):
 def _describe(peer: Any) -> str:
     if isinstance(peer, tuple):
         return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+    if peer is None:
+        return "a client that left"
     return repr(peer) if peer else "a unix socket"
 
 

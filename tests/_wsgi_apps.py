@@ -4,6 +4,7 @@ files) so that workers in every host can import them by path."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from urllib.parse import parse_qsl
@@ -188,6 +189,14 @@ def threaded(environ, start_response):
             note(marker, "dripped")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return drip()
+    if path == "/whoami":
+        # Which instance answered (the scale-out tests name them), for whom.
+        time.sleep(float(query.get("sleep", "0")))
+        body = json.dumps({"instance": os.environ.get("PARALLIO_TEST_INSTANCE"),
+                           "remote_addr": environ["REMOTE_ADDR"],
+                           "scheme": environ["wsgi.url_scheme"]}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
     if path == "/environ":
         return wsgi_app(environ, start_response)
     start_response("404 Not Found", [("Content-Type", "text/plain")])

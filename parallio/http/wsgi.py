@@ -487,10 +487,14 @@ class _WsgiProtocol(HttpProtocol):
         HttpProtocol.connection_made(self, transport)
         self.parser = RequestParser(self.limits, stream_bodies=True)
         self.application = self.server.application
-        self.base_environ = self.server.base_environ(transport)
+        self.exchange: Optional[_Exchange] = None
+        try:
+            self.base_environ = self.server.base_environ(transport)
+        except OSError:
+            transport.abort()  # the client left before its address could be read
+            return
         self.pool = transport.loop.extension(ThreadPool)  # type: ignore[arg-type]
         self.pool.ensure(self.server.threads)
-        self.exchange: Optional[_Exchange] = None
         self.sent_seen = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
@@ -498,6 +502,9 @@ class _WsgiProtocol(HttpProtocol):
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.stop(ConnectionError("the client closed the connection"))
+
+    def response_in_progress(self) -> bool:
+        return self.exchange is not None
 
     # -- input ----------------------------------------------------------------
     def data_received(self, transport: "Transport", data: bytes) -> None:

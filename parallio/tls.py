@@ -118,7 +118,7 @@ class TlsConfig:
             except (ssl.SSLError, OSError) as error:
                 raise TlsSetupError(f"TLS: cannot load the CA certificates {self.ca_certs!r}: "
                                     f"{_reason(error)}") from None
-        context.verify_mode = ssl.VerifyMode(self.cert_reqs)
+        context.verify_mode = ssl.VerifyMode(int(self.cert_reqs))
         if self.ciphers:
             try:
                 context.set_ciphers(self.ciphers)

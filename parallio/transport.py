@@ -249,18 +249,19 @@ class Transport(Stream):
         size = os.fstat(file.fileno()).st_size
         return self._send_file(before, file, 0, size, after)
 
-    def sendfile_ranged(self, before: Any, path: str | os.PathLike | BinaryIO, after: Any,
+    def sendfile_ranged(self, before: Any, path: str | bytes | os.PathLike | BinaryIO, after: Any,
                         offset: int, nbytes: int) -> int:
         """Like :meth:`sendfile`, for ``nbytes`` bytes from ``offset`` (any
         size: there is no 2 GB limit). ``path`` may also be a binary file
         open on a regular file, which the transport then owns and closes."""
         if offset < 0 or nbytes < 0:
             raise ValueError("offset and nbytes must be >= 0")
-        file = path if hasattr(path, "fileno") else open(path, "rb")  # type: ignore[arg-type]
+        file = open(path, "rb") if isinstance(path, (str, bytes, os.PathLike)) else path
         size = os.fstat(file.fileno()).st_size
         if offset + nbytes > size:
             file.close()
-            raise ValueError(f"range {offset}+{nbytes} is past the end of {path} ({size} bytes)")
+            name = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else file.name
+            raise ValueError(f"range {offset}+{nbytes} is past the end of {name} ({size} bytes)")
         return self._send_file(before, file, offset, nbytes, after)
 
     def _send_file(self, before: Any, file: Any, offset: int, nbytes: int, after: Any) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_cli import ROOT, start_server_process
+from .test_cli import start_server_process
 
 CLIENT = "127.0.0.2"      # where the test's requests come from
 BALANCER = "127.0.0.3"    # where the balancers connect to the instances from

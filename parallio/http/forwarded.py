@@ -78,10 +78,10 @@ def resolve(fields: Iterable[tuple[str, str]], peer: object, scheme: str,
         if chosen is None:
             return unchanged
         hop = hops[chosen]
-        client = _address(addresses[chosen])
+        named = _address(addresses[chosen])
         proto = hop.get("proto", "").lower()
         host = hop.get("host")
-        return Forwarded(client if client is not None else peer,
+        return Forwarded(named if named is not None else peer,
                          proto if proto in _SCHEMES else scheme,
                          host if host is not None and _HOST.fullmatch(host) else None)
     client: object = peer

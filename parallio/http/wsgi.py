@@ -227,7 +227,7 @@ class _Input:
             return self._taken(end if limit is None else min(end, limit))
 
     def readlines(self, hint: int = -1) -> list[bytes]:
-        lines = []
+        lines: list[bytes] = []
         total = 0
         while True:
             line = self.readline()
@@ -612,7 +612,7 @@ class _WsgiProtocol(HttpProtocol):
                 if item is _END:
                     stream.end()
                 elif item is _FAILED:
-                    self._failed(exchange)
+                    self._response_failed(exchange)
                     return
                 elif item.__class__ is tuple:
                     self._send_file(exchange, *item)
@@ -629,7 +629,7 @@ class _WsgiProtocol(HttpProtocol):
         except Exception:
             log.exception("the response to %s %s failed", exchange.request.method,
                           exchange.request.target)
-            self._failed(exchange)
+            self._response_failed(exchange)
             return
         if stream.finished:
             self._done(exchange)
@@ -656,7 +656,7 @@ class _WsgiProtocol(HttpProtocol):
         if exchange is self.exchange and not exchange.finished:
             exchange.room(self.transport.write_buffer_size)
 
-    def _failed(self, exchange: _Exchange) -> None:
+    def _response_failed(self, exchange: _Exchange) -> None:
         self.transport.loop.counters.callback_errors += 1
         exchange.finished = True
         exchange.stop(ConnectionError("the response failed"))
@@ -894,6 +894,10 @@ class WsgiServer:
     @property
     def application(self) -> Callable[..., Iterable[bytes]]:
         """The application, imported on first use."""
+        return self._application if self._application is not None else self.load()
+
+    def load(self) -> Callable[..., Iterable[bytes]]:
+        """Import the application (if given by path); a failure raises here."""
         if self._application is None:
             assert self.app_path is not None
             module_name, _, qualname = self.app_path.partition(":")
@@ -948,7 +952,7 @@ class WsgiServer:
 
     def __parallio_protocol__(self) -> type:
         if self._protocol is None:
-            self.application  # import now: a failure stops the worker's start, loudly
+            self.load()  # now: a failure stops the worker's start, loudly
             self._protocol = type(
                 "WsgiServer", (_WsgiProtocol,),
                 {"server": self, "limits": self.limits, "header_timeout": self.header_timeout,

@@ -144,10 +144,13 @@ class EdgeTransport(Transport):
     def _on_data(self, data: bytes | int) -> None:
         stage = self._stage
         if stage == _OPEN:
-            if self._tls is None:
+            tls = self._tls
+            if tls is None or data.__class__ is not bytes or not data:
+                # Plain after a PROXY header, or EOF or an error: the protocol hears of it.
                 Transport._on_data(self, data)
             else:
-                self._decrypt(data)
+                tls.feed(data)  # type: ignore[arg-type]
+                self._deliver(tls, len(data))  # type: ignore[arg-type]
         elif data.__class__ is not bytes or not data:
             self._reading = False
             self.abort()  # gone before the protocol began: nothing to tell it
@@ -223,24 +226,16 @@ class EdgeTransport(Transport):
             self.abort()
 
     # -- receiving --------------------------------------------------------------
-    def _decrypt(self, data: bytes | int) -> None:
-        if data.__class__ is not bytes or not data:
-            Transport._on_data(self, data)  # EOF or an error: the protocol hears of it
-            return
-        tls = self._tls
-        assert tls is not None
-        tls.feed(data)  # type: ignore[arg-type]
-        self._deliver(tls, len(data))  # type: ignore[arg-type]
-
     def _deliver(self, tls: TlsSession, received: int) -> None:
         """Hand the protocol what the records received so far decrypt to."""
         try:
             plain = tls.decrypt()
         except tls.Error as error:
+            # Records that do not decrypt: the alert says so, then the close.
             log.debug("TLS error on the connection from %s: %s", self._who(), error)
             self._send_records(tls.outgoing())
             self._stage = _CLOSE_NOTIFIED
-            self._abort(error)
+            self.close()
             return
         records = tls.outgoing()  # a key update's answer, say
         if records:

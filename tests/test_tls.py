@@ -268,3 +268,26 @@ def test_openssl_s_client(certificates):
             input=b"", capture_output=True, timeout=30)
         report = result.stdout.decode()
         assert "Verify return code: 0 (ok)" in report and "ALPN protocol: http/1.1" in report
+
+
+def test_records_that_do_not_decrypt_close_the_connection(certificates):
+    with serving(TLS_INFO, ("threads", "epoll"), tls=ssl_source(config(certificates))) as runtime:
+        raw = socket.create_connection(("127.0.0.1", port_of(runtime)), timeout=5)
+        client = _Client(certificates.client_context())
+        while True:  # the handshake, by hand, so that the next record can be forged
+            try:
+                client.object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(client.outgoing.read())
+                client.incoming.write(raw.recv(65536))
+        raw.sendall(client.outgoing.read())
+        # An application-data record whose ciphertext is noise: the server
+        # closes (a server that let it pass would leave recv() to time out).
+        raw.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+        started = time.monotonic()
+        recv_all_bytes(raw)
+        assert time.monotonic() - started < 4
+        raw.close()
+        with tls_connect(runtime, certificates) as sock:   # the worker carries on
+            assert json.loads(recv_until(sock))["alpn"] == "http/1.1"

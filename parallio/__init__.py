@@ -16,7 +16,7 @@ from typing import Any, Sequence, Union
 
 from . import _context, transport
 from ._ref import ObjectRef
-from ._spec import Endpoint
+from ._spec import Endpoint, Supervision
 from .protocol import ProtocolError
 from .runtime import Runtime, WorkerStartupError, cpu_count, make_client, make_server
 from .services import _hub as _services
@@ -35,7 +35,7 @@ from .worker import current_worker
 __all__ = [
     "server", "client", "register", "run", "start", "transport", "current_transport",
     "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime", "Transport",
-    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "TlsConfig",
+    "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "TlsConfig", "Supervision",
     # PyParallel's services. parallio.map, parallio.dict and parallio.list are
     # left out of * on purpose: they would shadow the builtins.
     "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
@@ -126,24 +126,30 @@ def protocol_ref(protocol: Any) -> ObjectRef:
 
 
 def start(workers: int | None = None, parallel: str = "auto", io: str = "auto",
-          drain_timeout: float = 10.0) -> Runtime:
+          drain_timeout: float = 10.0, *, supervision: Supervision | None = None,
+          processes: int | None = None) -> Runtime:
     """Start serving what was registered and return the running
     :class:`Runtime` (supervised from a background thread)."""
     global _current
-    runtime = _take_registered(workers, parallel, io, drain_timeout)
+    runtime = _take_registered(workers, parallel, io, drain_timeout, supervision, processes)
     _current = runtime
     return runtime.start()
 
 
 def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
-        drain_timeout: float = 10.0) -> None:
+        drain_timeout: float = 10.0, *, supervision: Supervision | None = None,
+        processes: int | None = None) -> None:
     """Serve what was registered on every core until SIGINT or SIGTERM (or,
     with no server, until nothing is left to do: no work item, no started
-    timer), then drain and return.
+    timer), then drain and return. SIGHUP starts fresh workers and drains
+    the old ones; SIGTTIN and SIGTTOU add and remove a worker.
 
     ``workers`` defaults to :func:`cpu_count`; ``parallel`` is ``auto``,
     ``threads``, ``interpreters`` or ``processes``; ``io`` is ``auto``,
-    ``uring`` or ``epoll``.
+    ``uring`` or ``epoll``. ``supervision`` (a :class:`Supervision`) sets
+    the worker timeout and the limits past which a worker is replaced;
+    ``processes=P`` runs ``workers`` isolated interpreters in each of P
+    processes.
 
     Raises the first exception that nothing handled meanwhile -- from a work
     item without an errback, or a :func:`call_from_main_thread` -- once the
@@ -152,7 +158,7 @@ def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
     global _current
     if _context.in_worker_import():
         return
-    runtime = _take_registered(workers, parallel, io, drain_timeout)
+    runtime = _take_registered(workers, parallel, io, drain_timeout, supervision, processes)
     _services.take_unhandled()  # logged already; this run reports its own
     _current = runtime
     try:
@@ -162,8 +168,8 @@ def run(workers: int | None = None, parallel: str = "auto", io: str = "auto",
     _services.raise_unhandled()
 
 
-def _take_registered(workers: int | None, parallel: str, io: str,
-                     drain_timeout: float) -> Runtime:
+def _take_registered(workers: int | None, parallel: str, io: str, drain_timeout: float,
+                     supervision: Supervision | None, processes: int | None) -> Runtime:
     _check_main("run")
     refs = _services.pending_refs()
     if not _registered and refs is None:
@@ -171,7 +177,8 @@ def _take_registered(workers: int | None, parallel: str, io: str,
                            "submit work or start a timer first")
     endpoints = list(_registered)
     _registered.clear()
-    return Runtime(endpoints, workers, parallel, io, drain_timeout, extras={"refs": refs or []})
+    return Runtime(endpoints, workers, parallel, io, drain_timeout, extras={"refs": refs or []},
+                   supervision=supervision, processes=processes)
 
 
 def _check_main(name: str) -> None:

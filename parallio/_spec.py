@@ -54,6 +54,32 @@ class MainModule:
 
 
 @dataclass
+class Supervision:
+    """How the main thread watches and recycles workers (all off by default).
+
+    ``worker_timeout``: seconds a worker may go without a heartbeat before
+    it counts as hung (it is then replaced where the host can kill it).
+    ``max_requests`` (+ up to ``max_requests_jitter`` more, drawn per
+    worker) and ``max_rss`` (bytes): a worker past either is replaced
+    gracefully. ``limit_concurrency``: connections a worker serves at once;
+    HTTP answers those beyond with 503.
+    """
+
+    worker_timeout: float | None = None
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
+    max_rss: int | None = None
+    limit_concurrency: int | None = None
+
+    def heartbeat_interval(self) -> float | None:
+        """How often a worker reports it is alive: often enough that a few
+        lost turns of its loop never look like a hang."""
+        if self.worker_timeout is None:
+            return None
+        return min(1.0, max(0.05, self.worker_timeout / 4))
+
+
+@dataclass
 class WorkerSpec:
     seq_id: int
     io: str
@@ -63,3 +89,11 @@ class WorkerSpec:
     main_module: MainModule | None
     log_level: int
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Per endpoint, the listening socket this worker accepts on (the main
+    #: thread made it; -1 for a client). The worker owns these descriptors
+    #: and closes them when it stops listening.
+    listen_fds: list[int] = field(default_factory=list)
+    #: The pipe a worker's blocking waits for the main thread read their
+    #: replies from; the host owns it, as it owns the control socket.
+    reply_fd: int | None = None
+    supervision: Supervision = field(default_factory=Supervision)

@@ -183,7 +183,7 @@ class EdgeTransport(Transport):
             self._local = header.destination
         rest = parser.rest
         self._begin_tls()
-        if rest and not self._closing:
+        if rest and not self.closing:
             self._counters.bytes_in -= len(rest)  # counted again where it goes next
             self._on_data(rest)
 
@@ -210,7 +210,7 @@ class EdgeTransport(Transport):
         self._cancel_timer()
         self._stage = _OPEN
         Transport.start(self)
-        if tls.buffered and not self._closing:
+        if tls.buffered and not self.closing:
             # Application data that came with the client's last handshake flight.
             self._deliver(tls, 0)
 
@@ -244,18 +244,18 @@ class EdgeTransport(Transport):
         self._counters.bytes_in += received - len(plain)
         if plain and self._stage == _OPEN:
             Transport._on_data(self, plain)
-        if tls.peer_closed and not self._closed:
+        if tls.peer_closed and not self.closed:
             Transport._on_data(self, b"")
 
     # -- sending ----------------------------------------------------------------
     def _send_records(self, records: bytes) -> None:
-        if records and not self._closed:
+        if records and not self.closed:
             Stream._write(self, records)
 
     def _write(self, data: Any, send_id: int = 0) -> None:
         tls = self._tls
-        if tls is None or self._closed:
-            if not self._closed:
+        if tls is None or self.closed:
+            if not self.closed:
                 Stream._write(self, data, send_id)
             return
         if self._backlog:
@@ -285,7 +285,7 @@ class EdgeTransport(Transport):
         backlog = self._backlog
         tls = self._tls
         assert backlog is not None and tls is not None
-        while backlog and not self._closed:
+        while backlog and not self.closed:
             piece = backlog[0]
             if piece.file is None:
                 backlog.popleft()

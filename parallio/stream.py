@@ -49,13 +49,15 @@ class Cancellable(Protocol):
 class Counters:
     """Per-loop traffic counters (what ``parallio.stats()`` reports)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "callbacks", "callback_errors")
+    __slots__ = ("bytes_in", "bytes_out", "callbacks", "callback_errors", "requests")
 
     def __init__(self) -> None:
         self.bytes_in = 0
         self.bytes_out = 0
         self.callbacks = 0
         self.callback_errors = 0
+        #: Requests of a request/response protocol (HTTP) begun.
+        self.requests = 0
 
 
 class Loop(Protocol):
@@ -84,6 +86,10 @@ class _Piece:
         self.send_id = send_id  # non-zero when its completion is reported
 
 
+def _ignore_result(result: int) -> None:
+    """What a closed stream's completions reach (the engine drops them)."""
+
+
 def _size(data: Buffer) -> int:
     return len(data) if data.__class__ is bytes else memoryview(data).nbytes
 
@@ -99,9 +105,8 @@ class Stream:
     __slots__ = (
         "loop", "engine", "handle", "_inflight", "_inflight_size", "_inflight_id",
         "_inflight_pieces", "_queue", "_queued_bytes", "_corked", "_held", "_held_id",
-        "_reading", "_closing",
-        "_closed", "_eof", "_over_water", "_high_water", "_low_water", "_linger",
-        "_on_sent_callback", "_sent_total", "_drain_waiter", "__weakref__",
+        "_reading", "closing", "closed", "_eof", "_over_water", "_high_water", "_low_water",
+        "_linger", "_on_sent_callback", "_sent_total", "_drain_waiter", "__weakref__",
     )
 
     def __init__(self, loop: Loop, handle: Handle) -> None:
@@ -125,14 +130,16 @@ class Stream:
         self._held: Any = None
         self._held_id = 0
         self._reading = False
-        self._closing = False
-        self._closed = False
+        #: A close was asked for, or happened (read-only).
+        self.closing = False
+        #: The connection is closed (read-only).
+        self.closed = False
         self._eof = False
         self._over_water = False
         self._high_water = HIGH_WATER
         self._low_water = LOW_WATER
         self._linger: list[Any] | None = None  # [timer, bytes discarded] while lingering
-        self._on_sent_callback = self._on_sent
+        self._on_sent_callback: Callable[[int], None] = self._on_sent
         self._sent_total = 0
         self._drain_waiter: Callable[[], object] | None = None
 
@@ -155,7 +162,7 @@ class Stream:
 
     # -- reading ------------------------------------------------------------
     def _start_reading(self) -> None:
-        if not self._reading and not self._closing:
+        if not self._reading and not self.closing:
             self._reading = True
             self.engine.start_reading(self.handle, self._on_data)
 
@@ -227,7 +234,7 @@ class Stream:
         elif self._inflight is None:
             if self._queue:
                 self._pump()
-            elif self._closing and not self._closed:
+            elif self.closing and not self.closed:
                 self._close_gracefully()
 
     def _pump(self) -> None:
@@ -239,7 +246,7 @@ class Stream:
                 if not piece.remaining:
                     queue.popleft()
                     self._file_done(piece)
-                    if self._closed:
+                    if self.closed:
                         return
                     continue
                 self._inflight = piece
@@ -271,11 +278,11 @@ class Stream:
                     self._inflight = buffers
                     self.engine.sendmsg(self.handle, buffers, self._on_sent_callback)
             return
-        if self._closing and not self._closed:
+        if self.closing and not self.closed:
             self._close_gracefully()
 
     def _on_sent(self, sent: int) -> None:
-        if self._closed:
+        if self.closed:
             return
         inflight = self._inflight
         self._inflight = None
@@ -295,7 +302,7 @@ class Stream:
                 self._queue.appendleft(rest)
             elif self._inflight_id:
                 self._piece_sent(self._inflight_id)
-                if self._closed:
+                if self.closed:
                     return
         elif pieces < 0:
             piece = inflight
@@ -308,7 +315,7 @@ class Stream:
                 assert self._queue is not None
                 self._queue.popleft()
                 self._file_done(piece)
-                if self._closed:
+                if self.closed:
                     return
         else:
             self._queued_bytes -= sent
@@ -316,22 +323,22 @@ class Stream:
             # a report may write, and so start the next send from the queue.
             for send_id in self._consume(pieces, sent):
                 self._piece_sent(send_id)
-                if self._closed:
+                if self.closed:
                     return
         if self._over_water and self._queued_bytes < self._low_water:
             self._over_water = False
             self._under_low_water()
-            if self._closed:
+            if self.closed:
                 return
         if self._drain_waiter is not None and self._queued_bytes < self._low_water:
             waiter, self._drain_waiter = self._drain_waiter, None
             waiter()
-            if self._closed:
+            if self.closed:
                 return
         if self._inflight is None and not self._corked:
             if self._queue:
                 self._pump()
-            elif self._closing:
+            elif self.closing:
                 self._close_gracefully()
 
     def _consume(self, pieces: int, sent: int) -> list[int]:
@@ -392,19 +399,12 @@ class Stream:
         return self._queued_bytes
 
     # -- closing --------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def close(self) -> None:
         """Close once everything queued has been sent."""
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         self._stop_reading()
         if self._inflight is None and not self._queue and not self._corked:
             # Not at once: the running callback may still queue what to send
@@ -412,7 +412,7 @@ class Stream:
             self.loop.call_later(0, self._close_if_drained)
 
     def _close_if_drained(self) -> None:
-        if not self._closed and self._inflight is None and not self._queue:
+        if not self.closed and self._inflight is None and not self._queue:
             self._close_gracefully()
 
     def _close_gracefully(self) -> None:
@@ -437,25 +437,31 @@ class Stream:
         linger = self._linger
         assert linger is not None
         if data.__class__ is bytes and data:
-            linger[1] += len(data)  # type: ignore[arg-type]
+            linger[1] += len(data)
             if linger[1] <= LINGER_MAX_BYTES:
                 return
         self._finish(None)
+
+    def drain(self) -> None:
+        """The server is stopping: close once what is queued is sent.
+        Subclasses whose protocol is in the middle of something (a request
+        being answered) may let it finish first."""
+        self.close()
 
     def abort(self) -> None:
         """Close now, dropping whatever has not been sent."""
         self._abort(None)
 
     def _abort(self, exc: BaseException | None) -> None:
-        if not self._closed:
-            self._closing = True
+        if not self.closed:
+            self.closing = True
             self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._closing = True
+        self.closed = True
+        self.closing = True
         self._reading = False
         if self._linger is not None:
             self._linger[0].cancel()
@@ -469,6 +475,9 @@ class Stream:
                     piece.file.close()
         self._inflight = self._held = self._drain_waiter = None
         self._queued_bytes = 0
+        # A bound method of this object: without this, every closed stream
+        # would wait for the garbage collector.
+        self._on_sent_callback = _ignore_result
         try:
             self._lost(exc)
         finally:

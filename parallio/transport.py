@@ -92,10 +92,13 @@ class Transport(Stream):
         try:
             self.protocol = protocol = self._spec.cls()
             self._send_complete = getattr(protocol, "send_complete", None)
-            if self._lines is not None:
-                self._data_received = protocol.lines_received
+            # What each chunk is given to, decided once.
+            if self._spec.next_bytes is not None:
+                self._data_received = self._next_bytes
+            elif self._lines is not None:
+                self._data_received = self._lines_received
             else:
-                self._data_received = getattr(protocol, "data_received", None)
+                self._data_received = getattr(protocol, "data_received", None) or self._ignore
             made = getattr(protocol, "connection_made", None)
             if made is not None:
                 self._send_result(made(self))
@@ -107,7 +110,7 @@ class Transport(Stream):
         finally:
             loop.current_transport = None
         self._uncork()
-        if not self._closing and not self._closed:
+        if not self.closing and not self.closed:
             self._start_reading()
 
     def _on_data(self, data: bytes | int) -> None:
@@ -117,25 +120,13 @@ class Transport(Stream):
         counters = self._counters
         counters.bytes_in += len(data)  # type: ignore[arg-type]
         counters.callbacks += 1
-        if self._closing:
+        if self.closing:
             return
         loop = self.loop
         loop.current_transport = self
         self._corked = True
         try:
-            next_bytes = self._spec.next_bytes
-            if next_bytes is not None:
-                result = next_bytes() if callable(next_bytes) else next_bytes
-            elif self._lines is not None:
-                result = None
-                for line in self._lines.feed(data):  # type: ignore[arg-type]
-                    self._send_result(self._data_received(self, line))  # type: ignore[misc]
-                    if self._closing:
-                        break
-            elif self._data_received is not None:
-                result = self._data_received(self, data)
-            else:
-                result = None
+            result = self._data_received(self, data)  # type: ignore[misc]
             if result is not None:
                 self._send_result(result)
         except Exception:
@@ -143,6 +134,22 @@ class Transport(Stream):
         finally:
             loop.current_transport = None
         self._uncork()
+
+    def _next_bytes(self, transport: Transport, data: bytes) -> Any:
+        """What ``next_bytes_to_send`` protocols get for any input."""
+        next_bytes = self._spec.next_bytes
+        return next_bytes() if callable(next_bytes) else next_bytes
+
+    def _lines_received(self, transport: Transport, data: bytes) -> None:
+        """``lines_mode`` protocols: one call per complete line."""
+        assert self._lines is not None
+        for line in self._lines.feed(data):
+            self._send_result(self.protocol.lines_received(self, line))
+            if self.closing:
+                break
+
+    def _ignore(self, transport: Transport, data: bytes) -> None:
+        """Protocols without data_received: input is read and dropped."""
 
     def _on_end(self, result: bytes | int) -> None:
         """The peer closed its side (b"") or the read failed (-errno)."""
@@ -152,13 +159,13 @@ class Transport(Stream):
             self._abort(OSError(error, os.strerror(error)))
             return
         self._eof = True
-        if self._lines is not None and not self._closing:
+        if self._lines is not None and not self.closing:
             self.loop.current_transport = self
             self._corked = True
             try:
                 for line in self._lines.feed(b"\n"):
                     if line:
-                        self._send_result(self._data_received(self, line))  # type: ignore[misc]
+                        self._send_result(self.protocol.lines_received(self, line))
             except Exception:
                 self._callback_failed("lines_received")
             finally:
@@ -181,12 +188,30 @@ class Transport(Stream):
         self.protocol = None
         self._data_received = self._send_complete = None
 
+    def drain(self) -> None:
+        """The server is stopping: a protocol with a ``connection_draining``
+        callback decides how this connection ends (HTTP answers what is in
+        progress, then closes); others are closed once queued sends are done."""
+        draining = getattr(self.protocol, "connection_draining", None)
+        if draining is None or self.closing:
+            self.close()
+            return
+        self.loop.current_transport = self
+        self._corked = True
+        try:
+            self._send_result(draining(self))
+        except Exception:
+            self._callback_failed("connection_draining")
+        finally:
+            self.loop.current_transport = None
+        self._uncork()
+
     # -- backpressure: a peer that does not read is not read from --------
     def _over_high_water(self) -> None:
         self._stop_reading()
 
     def _under_low_water(self) -> None:
-        if not self._closing and not self._paused:
+        if not self.closing and not self._paused:
             self._start_reading()
 
     def pause_reading(self) -> None:
@@ -200,7 +225,7 @@ class Transport(Stream):
         """Read again after :meth:`pause_reading` (unless output is over
         the high water mark: then once it drains)."""
         self._paused = False
-        if not self._closing and not self._over_water:
+        if not self.closing and not self._over_water:
             self._start_reading()
 
     # -- addresses --------------------------------------------------------
@@ -232,7 +257,7 @@ class Transport(Stream):
     def send(self, data: Any) -> int:
         """Queue ``data`` (anything a callback may return) after what is
         already queued. Returns its send id, as ``send_complete`` will get."""
-        if self._closing:
+        if self.closing:
             raise ConnectionError("the transport is closing")
         if data.__class__ is bytes and data and self._send_complete is None:
             # The common case, spared the conversions of _send_result.
@@ -265,7 +290,7 @@ class Transport(Stream):
         return self._send_file(before, file, offset, nbytes, after)
 
     def _send_file(self, before: Any, file: Any, offset: int, nbytes: int, after: Any) -> int:
-        if self._closing:
+        if self.closing:
             file.close()
             raise ConnectionError("the transport is closing")
         self._send_seq += 1
@@ -315,7 +340,7 @@ class Transport(Stream):
 
     def _piece_sent(self, send_id: int) -> None:
         complete = self._send_complete
-        if complete is None or self._closed:
+        if complete is None or self.closed:
             return
         loop = self.loop
         loop.current_transport = self

@@ -27,7 +27,7 @@ import time
 import traceback
 from typing import Any, Callable, TypeVar
 
-from . import _context, _control
+from . import _context, _control, _memory
 from ._spec import Endpoint, MainModule, WorkerSpec
 from .edge import TransportFactory, transport_factory
 from .engine import make_engine
@@ -47,6 +47,10 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 # At most one "accept failed" log line per listener this often.
 _ACCEPT_LOG_INTERVAL = 10.0
+# After a burst of at least this many connections has fallen to half, free
+# memory is given back to the system (once the closes have settled).
+_BURST_CONNECTIONS = 16
+_TRIM_DELAY = 0.5
 
 T = TypeVar("T")
 
@@ -79,15 +83,17 @@ class TimerHandle:
 
 
 class _Listener:
-    __slots__ = ("sock", "handle", "endpoint", "spec", "on_accept", "paused", "failures",
-                 "logged_at", "suppressed")
+    __slots__ = ("sock", "handle", "endpoint", "spec", "make", "on_accept", "paused",
+                 "failures", "logged_at", "suppressed")
 
     def __init__(self, sock: socket.socket, handle: Handle, endpoint: Endpoint,
-                 spec: ProtocolSpec) -> None:
+                 spec: ProtocolSpec, make: TransportFactory) -> None:
         self.sock = sock
         self.handle = handle
         self.endpoint = endpoint
         self.spec = spec
+        #: Makes its connections' transports (TLS, a PROXY header, or plain).
+        self.make = make
         self.on_accept: Callable[[int], None] | None = None
         self.paused = False
         self.failures = 0          # consecutive accepts refused for lack of resources
@@ -128,6 +134,13 @@ class Worker:
         self.close_callbacks: list[Callable[[], None]] = []
         self._extensions: dict[type, Any] = {}
         self.connections_total = 0
+        # Listening descriptors handed to this worker and not yet listened
+        # on, by endpoint index: closed by close_all if never adopted.
+        self._unadopted_fds = {index: fd for index, fd in enumerate(spec.listen_fds) if fd >= 0}
+        #: The most connections open at once since memory was last released.
+        self._peak_connections = 0
+        self._trim_timer: TimerHandle | None = None
+        _memory.tune_allocator()
 
     # -- the layers above ---------------------------------------------------
     def extension(self, kind: Callable[["Worker"], T]) -> T:
@@ -147,34 +160,23 @@ class Worker:
     def start(self) -> None:
         os.set_blocking(self._control_fd, False)
         self.engine.start_reading(self._control_handle, self._on_control)
-        for endpoint in self.spec.endpoints:
+        for index, endpoint in enumerate(self.spec.endpoints):
             if endpoint.protocol is None:
                 continue
             spec = ProtocolSpec.of(_protocol_class(endpoint))
             if endpoint.kind == "server":
-                self._listen(endpoint, spec)
+                self._listen(endpoint, spec, self._unadopted_fds.pop(index))
             elif self.seq_id == 1:
                 # A client is one connection: the first worker makes it.
                 self._connect(endpoint, spec)
 
-    def _listen(self, endpoint: Endpoint, spec: ProtocolSpec) -> None:
-        sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if endpoint.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if endpoint.family in (socket.AF_INET, socket.AF_INET6):
-                # Accepted sockets inherit it (Linux): no call per connection.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind(endpoint.address)
-            sock.listen(endpoint.backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+    def _listen(self, endpoint: Endpoint, spec: ProtocolSpec, fd: int) -> None:
+        # The main thread made the listening socket and keeps it open while
+        # workers come and go: connections waiting in its backlog outlive a
+        # worker that dies or is replaced, and its successor accepts them.
+        sock = socket.socket(fileno=fd)
         make = transport_factory(endpoint.tls, endpoint.proxy_allowed)
-        listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec)
+        listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec, make)
         self.listeners.append(listener)
 
         def on_accept(fd: int) -> None:
@@ -193,9 +195,14 @@ class Worker:
         (the worker now owns it), on a transport ``make`` makes (with TLS,
         say: see :func:`parallio.edge.transport_factory`)."""
         transport = make(self, self.engine.open(fd), spec)
-        self.connections.add(transport)
+        connections = self.connections
+        connections.add(transport)
+        if len(connections) > self._peak_connections:
+            self._peak_connections = len(connections)
         self.connections_total += 1
         transport.start()
+        if self._draining:
+            transport.drain()
         return transport
 
     def _accept_failed(self, listener: _Listener, error: int) -> None:
@@ -304,9 +311,21 @@ class Worker:
 
     # -- bookkeeping --------------------------------------------------------
     def stream_closed(self, stream: Stream) -> None:
-        self.connections.discard(stream)
-        if not self.connections and (self._draining or not self.listeners):
+        connections = self.connections
+        connections.discard(stream)
+        if (self._peak_connections >= _BURST_CONNECTIONS and self._trim_timer is None
+                and len(connections) * 2 <= self._peak_connections):
+            self._trim_timer = self.call_later(_TRIM_DELAY, self._release_memory)
+        if not connections and (self._draining or not self.listeners):
             self.report_idle()
+
+    def _release_memory(self) -> None:
+        """A burst of connections is over: what their buffers took goes back
+        to the system instead of staying in this process's heap."""
+        self._trim_timer = None
+        self._peak_connections = len(self.connections)
+        self.engine.trim()
+        _memory.release_free_memory()
 
     def is_idle(self) -> bool:
         return not self.listeners and not self.connections and not any(
@@ -316,7 +335,7 @@ class Worker:
         """Tell the main thread when this worker became idle or busy; call it
         whenever what a busy check watches may have changed."""
         if self._draining:
-            if not self.connections:
+            if not self.connections and not self.listeners:
                 self._running = False
             return
         idle = self.is_idle()
@@ -344,6 +363,7 @@ class Worker:
             "bytes_out": counters.bytes_out,
             "callbacks": counters.callbacks,
             "callback_errors": counters.callback_errors,
+            "requests": counters.requests,
         }
         for provider in self.stats_providers:
             stats.update(provider())
@@ -366,14 +386,48 @@ class Worker:
     def _on_stats(self, request_id: int) -> None:
         self.send_to_main(("stats", request_id, self.seq_id, self.stats()))
 
-    def _on_stop(self, drain_timeout: float) -> None:
-        """Stop accepting, let queued sends finish, then end the loop."""
+    def _on_stop(self, drain_timeout: float, last_owner: bool = True) -> None:
+        """Stop accepting, let the connections finish what they are doing
+        (each stream's :meth:`~parallio.stream.Stream.drain`), then end the
+        loop; whatever is left after ``drain_timeout`` is dropped.
+
+        ``last_owner``: no other worker will accept on these listeners (the
+        server stops, or this worker's position goes), so the connections
+        already waiting in their backlogs are accepted and served first;
+        closing the last descriptor of a listener resets them. A worker
+        replaced by a successor leaves them to it."""
         self._draining = True
-        self._close_listeners()
         for stream in list(self.connections):
-            stream.close()
+            stream.drain()
+        # Connections the engine accepted in this turn of the loop are still
+        # to be handed over: they are served (and drained) too, and only
+        # then does the worker stop listening.
+        self.call_later(0, self._stop_listening, last_owner)
         self.call_later(drain_timeout, self.close_all)
+
+    def _stop_listening(self, last_owner: bool) -> None:
+        waiting = self._take_backlog() if last_owner else []
+        # Closed before anything else reaches the engine: an engine that
+        # accepts by itself (io_uring's multishot accept) takes no more
+        # connections from the backlog once its accept is cancelled, and
+        # none it took can be left without an owner.
+        self._close_listeners()
+        for fd, spec, make in waiting:
+            self.serve_connection(fd, spec, make)
         self.report_idle()
+
+    def _take_backlog(self) -> list[tuple[int, ProtocolSpec, TransportFactory]]:
+        """Accept the connections waiting in the listeners' backlogs."""
+        waiting = []
+        for listener in self.listeners:
+            while True:
+                try:
+                    fd, _address = listener.sock._accept()
+                except OSError:
+                    break  # empty (EAGAIN), or out of descriptors
+                os.set_blocking(fd, False)
+                waiting.append((fd, listener.spec, listener.make))
+        return waiting
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:
@@ -381,6 +435,9 @@ class Worker:
             listener.sock.detach()
             self.engine.close(listener.handle)
         self.listeners.clear()
+        for fd in self._unadopted_fds.values():
+            os.close(fd)
+        self._unadopted_fds.clear()
 
     def run_close_callbacks(self) -> None:
         for callback in self.close_callbacks:
@@ -454,9 +511,10 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
     """Run one worker until it is told to stop; False if it failed or
     crashed. Used by every host.
 
-    ``spec`` is given directly in the threads host; elsewhere it is the first
-    message on the control socket, and the worker loads the user's modules
-    itself.
+    ``spec`` is given directly in the threads host (and by hosts that run
+    interpreters of their own); elsewhere it is the first message on the
+    control socket. Outside the threads host the worker is a fresh
+    interpreter that loads the user's modules itself.
     """
     seq_id = spec.seq_id if spec is not None else 0
     worker: Worker | None = None
@@ -464,12 +522,18 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         if spec is None:
             spec = _read_spec(control_fd)
             seq_id = spec.seq_id
+        if spec.host != "threads":
+            # A fresh interpreter: it sets itself up as the main one is.
             if spec.host == "processes":
                 # The main process coordinates shutdown: a Ctrl-C, or a
                 # SIGTERM sent to the whole process group (timeout(1),
                 # systemd), must not kill workers mid-send.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                # The same for the main process's other signals: reload
+                # (SIGHUP) and add/remove a worker (SIGTTIN/SIGTTOU, which
+                # would otherwise stop the process).
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                               signal.SIGTTIN, signal.SIGTTOU):
+                    signal.signal(signum, signal.SIG_IGN)
             if not logging.getLogger().handlers:
                 logging.basicConfig(
                     level=spec.log_level,
@@ -487,6 +551,10 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
             worker.close_all()
             worker.run_close_callbacks()
             worker.engine.shutdown()
+        elif spec is not None:
+            for fd in spec.listen_fds:
+                if fd >= 0:
+                    os.close(fd)
         _control.write_all(control_fd, _control.encode(("failed", seq_id, failure)))
         _context.set_worker(None)
         return False

@@ -194,3 +194,13 @@ class OriginFastPath:
 
     def origin(self, transport, request):
         return _origin(transport, request)
+
+# -- the per-worker budget of unfinished bodies (tests/test_memory.py) -------------
+
+uploads = HttpServer(limits=Limits(max_body=8 * 1024 * 1024), body_budget=16 * 1024 * 1024)
+
+
+@uploads.route("/upload", methods=["POST"])
+def upload(transport, request):
+    return str(len(request.body)).encode()
+

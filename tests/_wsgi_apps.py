@@ -201,3 +201,11 @@ def threaded(environ, start_response):
         return wsgi_app(environ, start_response)
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"no such path\n"]
+
+def upload_size(environ, start_response):
+    """Reads the whole body and answers with its length."""
+    size = len(environ["wsgi.input"].read())
+    body = str(size).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+

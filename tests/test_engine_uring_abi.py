@@ -46,15 +46,10 @@ def test_sqe_field_offsets():
     assert raw[42:] == bytes(22)                                    # cleared
 
 
-def test_sqe_address_overlay_points_at_the_bytes():
-    sqes = bytearray(128)
-    overlay = abi.SqeAddress.from_buffer(sqes, 64)
-    data = b"payload"
-    overlay.addr = data
-    stored = int.from_bytes(sqes[64 + 16:64 + 24], sys.byteorder)
-    assert stored == ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
-    assert sqes[:64 + 16] == bytes(80)   # nothing else written
-    del overlay
+def test_bytes_are_sent_from_where_their_contents_are():
+    from parallio.engine import uring
+    for data in (b"", b"payload", bytes(range(256)) * 100):
+        assert ctypes.string_at(id(data) + uring._BYTES_DATA, len(data)) == data
 
 
 def test_readonly_address_finds_a_slice_of_bytes():

@@ -660,3 +660,18 @@ def test_what_was_queued_before_close_never_reaches_the_next_socket(engine, fami
             engine.poll(0)
             first.close()
             second.close()
+
+
+def test_trim_between_reads_loses_nothing(engine, pair):
+    """trim() gives back the read buffers' pages after a burst; data read
+    before and after it is whole."""
+    handle, client = pair
+    received = bytearray()
+    engine.start_reading(handle, lambda data: received.extend(data) if data else None)
+    payload = os.urandom(2 << 20)
+    client.sendall(payload[:1 << 20])
+    wait_for(engine, lambda: len(received) >= 1 << 20, "the first megabyte")
+    engine.trim()
+    client.sendall(payload[1 << 20:])
+    wait_for(engine, lambda: len(received) >= 2 << 20, "the second megabyte")
+    assert bytes(received) == payload

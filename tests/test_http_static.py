@@ -93,7 +93,8 @@ def test_byte_ranges(combo, site):
     with served(site, combo) as runtime, Client(address_of(runtime)) as client:
         cases = {"bytes=0-9": (0, 9), "bytes=100-": (100, size - 1), "bytes=-16": (size - 16, size - 1),
                  f"bytes=4000-{10 ** 30}": (4000, size - 1), "bytes=0-0, 1-5": (0, 5),
-                 "BYTES=5-10,8-20": (5, 20), "bytes=-99999": (0, size - 1)}
+                 "BYTES=5-10,8-20": (5, 20), "bytes=-99999": (0, size - 1),
+                 "bytes=-00000000000000000009": (size - 9, size - 1)}
         for value, (first, last) in cases.items():
             reply = client.get("/data.bin", [("Range", value)])
             assert reply.status == 206, value
@@ -225,6 +226,27 @@ def test_content_types():
     assert content_type("a.png") == "image/png"
     assert content_type("a.tar.gz") == "application/gzip"
     assert content_type("Makefile") == "application/octet-stream"
+
+
+@pytest.mark.parametrize("value, size, expected", [
+    # Leading zeros are no magnitude (a 20-digit suffix of 9 used to mean the whole file).
+    ("bytes=-00000000000000000009", 100, [(91, 99)]),
+    ("bytes=00000000000000000000000090-", 100, [(90, 99)]),
+    ("bytes=0-000000000000000000000000009", 100, [(0, 9)]),
+    ("bytes=" + "0" * 60 + "50-" + "0" * 60 + "60", 100, [(50, 60)]),
+    (f"bytes=-{'0' * 5000}1", 100, [(99, 99)]),
+    ("bytes=-00000000000000000000000", 100, []),
+    # Past 19 digits (no file is that large), numbers still compare exactly.
+    (f"bytes={'2' * 30}-{'1' * 30}", 100, None),
+    (f"bytes={10 ** 25}-{10 ** 25 + 1}", 100, []),
+    (f"bytes=0-{'9' * 40}", 100, [(0, 99)]),
+    # More than 40 significant digits: refused without converting them.
+    (f"bytes=0-{'9' * 41}", 100, None),
+    (f"bytes={'1' * 41}-", 100, None),
+    (f"bytes=-{'9' * 100_000}", 100, None),
+])
+def test_range_numbers_are_exact(value, size, expected):
+    assert parse_byte_ranges(value, size) == expected
 
 
 @settings(max_examples=300, deadline=None)

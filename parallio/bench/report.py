@@ -79,7 +79,11 @@ class Part:
         return value <= self.threshold if self.lower_is_better else value >= self.threshold
 
     def margin(self, value: float) -> float:
-        return self.threshold / value if self.lower_is_better else value / self.threshold
+        if self.lower_is_better:
+            # Nothing measured (an idle connection that added no RSS) beats
+            # any threshold.
+            return self.threshold / value if value > 0 else float("inf")
+        return value / self.threshold
 
     def text(self, value: float | None) -> str:
         if value is None:

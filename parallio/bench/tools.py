@@ -18,7 +18,9 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
-def _apt_install(package: str, say: Say) -> bool:
+def apt_install(package: str, say: Say) -> bool:
+    """Install Debian's ``package`` with apt-get (fetching the package lists
+    first if need be); False, after saying why, when it cannot."""
     if shutil.which("apt-get") is None:
         say(f"  cannot install {package}: apt-get is not here")
         return False
@@ -44,7 +46,7 @@ def ensure_binary(name: str, package: str, install: bool, say: Say) -> str | Non
     """The path of ``name``, installing Debian's ``package`` when missing
     and ``install`` is set; None (after saying why) when it cannot be had."""
     path = find_binary(name)
-    if path is None and install and _apt_install(package, say):
+    if path is None and install and apt_install(package, say):
         path = find_binary(name)
     if path is None:
         say(f"  {name} is not installed (Debian package {package})")

@@ -70,12 +70,14 @@ class WrkError(RuntimeError):
 
 def run_wrk(wrk: str, url: str, *, connections: int, duration_s: int, threads: int = 1,
             cpus: str | None = None, rate: float | None = None, heads: str = UNIQUE,
-            depth: int = 1, timeout_s: int = 5) -> WrkResult:
+            depth: int = 1, timeout_s: int = 5, lua: str = "") -> WrkResult:
     """Load ``url`` for ``duration_s`` whole seconds (wrk takes no fractions)
     with ``connections`` keep-alive connections, ``depth`` requests pipelined
     on each; at ``rate`` requests/s in all when given, else as fast as the
-    server answers. ``cpus`` pins wrk (a taskset list)."""
-    script = lua_script(heads, depth, rate, threads)
+    server answers. ``cpus`` pins wrk (a taskset list). ``lua`` is added to
+    the script: a ``request()`` hook of its own (with ``heads=PLAIN``) that
+    varies the requests, say."""
+    script = lua_script(heads, depth, rate, threads) + lua
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-") as lua:
         lua.write(script)
         lua.flush()

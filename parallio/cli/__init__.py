@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import asgi, http
+from . import asgi, http, wiki
 from .options import add_run_options, serve
 
 log = logging.getLogger("parallio")
@@ -27,7 +27,7 @@ SERVICES = {
 
 #: The other subcommands, each module's: name -> (help, configure the
 #: parser, run from parsed arguments).
-COMMANDS = {**http.COMMANDS, **asgi.COMMANDS}
+COMMANDS = {**http.COMMANDS, **asgi.COMMANDS, **wiki.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

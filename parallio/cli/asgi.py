@@ -7,7 +7,8 @@ import logging
 from typing import Optional
 
 from .http import add_timeout_options
-from .options import Commands, add_run_options, tls_config, trusted_proxies
+from .options import (Commands, add_run_options, reloading, runtime_only_options,
+                      tls_config, trusted_proxies)
 
 __all__ = ["COMMANDS"]
 
@@ -54,12 +55,18 @@ def run(args: argparse.Namespace) -> None:
     from ..asgi.config import Config
     from ..asgi.host import ServeError, serve
 
+    if reloading(args):
+        return
     if args.io != "auto":
         raise ServeError("--io: the ASGI server runs on asyncio's own I/O until parallio's event "
                          "loop serves it; leave --io at auto")
     if args.proxy_protocol:
         raise ServeError("--proxy-protocol: the ASGI server runs on asyncio's own I/O, which "
                          "reads no PROXY headers, until parallio's event loop serves it")
+    unsupported = runtime_only_options(args)
+    if unsupported:
+        raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command until "
+                         "parallio's event loop serves it")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
                         tls=tls_config(args), forwarded_allow_ips=trusted_proxies(args),

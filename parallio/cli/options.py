@@ -6,8 +6,9 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .. import register, run, server
+from .. import Supervision, register, run, server
 from ..trust import DEFAULT_TRUSTED, TrustedAddresses
+from .reload import serve_with_reload
 
 if TYPE_CHECKING:
     from ..tls import TlsConfig
@@ -36,6 +37,7 @@ def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="seconds in-flight sends get to finish on SIGINT/SIGTERM "
                              "(default %(default)s)")
+    add_supervision_options(parser)
     add_edge_options(parser)
 
 
@@ -91,9 +93,100 @@ def trusted_proxies(args: argparse.Namespace) -> TrustedAddresses:
 def serve(args: argparse.Namespace, protocol: Any) -> None:
     """Serve ``protocol`` (what :func:`parallio.register` takes) as the
     run options in ``args`` say."""
-    register(transport=server(args.host, args.port, ssl=tls_config(args),
+    if reloading(args):
+        return
+    register(transport=server(args.host, args.port, backlog=args.backlog, ssl=tls_config(args),
                               proxy_protocol=args.proxy_protocol,
                               proxy_allow_ips=trusted_proxies(args).spec),
              protocol=protocol)
     run(workers=args.workers, parallel=args.parallel, io=args.io,
-        drain_timeout=args.drain_timeout)
+        drain_timeout=args.drain_timeout, supervision=supervision_of(args),
+        processes=args.processes)
+
+
+# -- supervision: hung workers, recycling, limits, reloads ----------------------------
+
+def _count(text: str, least: int) -> int:
+    value = int(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _count(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _count(text, 0)
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def add_supervision_options(parser: argparse.ArgumentParser) -> None:
+    """How workers are watched, recycled and limited, and reloads."""
+    group = parser.add_argument_group("supervision")
+    group.add_argument("--processes", type=_positive_int, default=None, metavar="P",
+                       help="run --workers isolated interpreters in each of P processes "
+                            "(CPython 3.13+): a fatal fault in one ends its process, which is "
+                            "restarted, not the whole server")
+    group.add_argument("--worker-timeout", type=_positive_seconds, default=None,
+                       metavar="SECONDS",
+                       help="a worker silent this long is hung: it is replaced where it has a "
+                            "process of its own, and logged where it shares one "
+                            "(default: not watched)")
+    group.add_argument("--max-requests", type=_positive_int, default=None, metavar="N",
+                       help="replace a worker, gracefully, after about N requests "
+                            "(connections, for protocols other than HTTP)")
+    group.add_argument("--max-requests-jitter", type=_non_negative_int, default=0, metavar="J",
+                       help="add up to J to --max-requests, drawn per worker, so that workers "
+                            "are not all replaced at once (default %(default)s)")
+    group.add_argument("--max-rss", type=_positive_int, default=None, metavar="MB",
+                       help="replace a worker, gracefully, once its resident memory passes MB "
+                            "megabytes (processes host)")
+    group.add_argument("--limit-concurrency", type=_positive_int, default=None, metavar="N",
+                       help="connections one worker serves at once; HTTP answers those beyond "
+                            "with 503")
+    group.add_argument("--backlog", type=_positive_int, default=1024, metavar="N",
+                       help="connections waiting to be accepted, per worker (default %(default)s)")
+    group.add_argument("--timeout-graceful-shutdown", dest="drain_timeout",
+                       type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                       help="the same as --drain-timeout")
+    group.add_argument("--reload", action="store_true",
+                       help="for development: restart the server when a .py file under the "
+                            "current directory (or a --reload-dir) changes")
+    group.add_argument("--reload-dir", action="append", default=None, metavar="DIR",
+                       help="a directory --reload watches (repeatable)")
+
+
+def supervision_of(args: argparse.Namespace) -> Supervision:
+    """The :class:`~parallio.Supervision` the options in ``args`` ask for."""
+    return Supervision(
+        worker_timeout=args.worker_timeout, max_requests=args.max_requests,
+        max_requests_jitter=args.max_requests_jitter,
+        max_rss=None if args.max_rss is None else args.max_rss * 2**20,
+        limit_concurrency=args.limit_concurrency)
+
+
+def runtime_only_options(args: argparse.Namespace) -> list[str]:
+    """The supervision options given in ``args`` that only commands served
+    by parallio's runtime honour (the asgi command's interim host does not)."""
+    given = [name for name in ("processes", "worker_timeout", "max_requests", "max_rss",
+                               "limit_concurrency") if getattr(args, name) is not None]
+    if args.backlog != 1024:
+        given.append("backlog")
+    return ["--" + name.replace("_", "-") for name in given]
+
+
+def reloading(args: argparse.Namespace) -> bool:
+    """With ``--reload``, run this command line in a child process that is
+    restarted on source changes, until stopped; True once that is done."""
+    if not args.reload:
+        return False
+    serve_with_reload(args.reload_dir or ["."])
+    return True

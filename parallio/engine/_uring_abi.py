@@ -174,16 +174,6 @@ BUF_ENTRY_SIZE = 16
 assert SQE.size == SQE_SIZE and CQE.size == CQE_SIZE
 
 
-class SqeAddress(ctypes.Structure):
-    """The ``addr`` field of one SQE, typed ``char *``.
-
-    Assigning ``bytes`` to ``addr`` stores the address of their contents:
-    ctypes has no cheaper way to reach that address from Python (a
-    ``c_char_p`` round trip costs three times as much).
-    """
-    _fields_ = [("_before", ctypes.c_char * 16), ("addr", ctypes.c_char_p)]
-
-
 #: ``struct msghdr`` with only msg_iov and msg_iovlen set (LP64 layout).
 MSGHDR = struct.Struct("=16xQQ24x")
 #: ``struct iovec``.
@@ -243,8 +233,7 @@ class Ring:
 
     Attributes are what the engine's hot loop needs: ``ring`` (the mapping
     holding both rings), ``words`` (that mapping as unsigned 32-bit words),
-    ``sqes`` (the submission entries), ``sqe_addresses`` (one
-    :class:`SqeAddress` per entry) and the word/byte offsets in them.
+    ``sqes`` (the submission entries) and the word/byte offsets in them.
     """
 
     def __init__(self, sq_entries: int, cq_entries: int, flags: int) -> None:
@@ -275,8 +264,6 @@ class Ring:
         self.sqes = mmap.mmap(self.fd, SQE_SIZE * params.sq_entries, populate, prot,
                               offset=IORING_OFF_SQES)
         self.words = memoryview(self.ring).cast("I")
-        self.sqe_addresses = [SqeAddress.from_buffer(self.sqes, index * SQE_SIZE)
-                              for index in range(params.sq_entries)]
         # Word indexes into ``words``; all these offsets are 4-byte aligned.
         self.sq_head = sq.head // 4
         self.sq_tail = sq.tail // 4
@@ -294,7 +281,6 @@ class Ring:
 
     def close(self) -> None:
         self.words.release()
-        self.sqe_addresses.clear()
         self.ring.close()
         self.sqes.close()
         os.close(self.fd)

@@ -149,6 +149,10 @@ class Engine(abc.ABC, Generic[H]):
         """:meth:`release`, then close the descriptor once the kernel holds
         no operation on it."""
 
+    def trim(self) -> None:
+        """Give back memory the engine holds beyond what it needs now: for
+        a loop to call once a burst of traffic is over. Nothing by default."""
+
     @abc.abstractmethod
     def poll(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` seconds (``None``: no limit, ``0``: don't

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import platform
 import socket
@@ -102,8 +103,6 @@ _BENIGN_ENTER_ERRORS = frozenset({errno.ETIME, errno.EINTR, errno.EBUSY, errno.E
 # about 32 KiB does.
 _COPY_LIMIT = 32 * 1024
 
-# Sends of bytes up to this size get their address through SqeAddress.
-_SMALL_SEND = 4096
 # Gather-sends up to this size are joined and sent as one buffer.
 _JOIN_LIMIT = 16 * 1024
 
@@ -113,19 +112,38 @@ _c_char_from_buffer = ctypes.c_char.from_buffer
 _addressof = ctypes.addressof
 
 
+def _bytes_data_offset() -> int:
+    """Where a bytes object's contents start, from the object's address.
+
+    ``id()`` is that address in CPython, and the offset is the same for
+    every bytes object of one build; it is measured here, through ctypes,
+    rather than assumed (it differs between builds: free-threaded objects
+    have a larger header). Checked on two objects of different sizes."""
+    offsets = set()
+    for probe in (b"parallio", b"x" * 4097):
+        offsets.add(_address_of_pointer(_c_char_p(probe)).value - id(probe))
+    if len(offsets) != 1:
+        raise ImportError("bytes objects' contents are not at a fixed offset here")
+    return offsets.pop()
+
+
+#: ``id(data) + _BYTES_DATA`` is where the contents of ``data`` are: the cheapest
+#: way from a bytes object to the address a send takes.
+_BYTES_DATA = _bytes_data_offset()
+
+
 def _pin(buffer: Buffer) -> tuple[object, int, int]:
     """Return (keep-alive object, address, length) for a buffer to send.
 
-    ``bytes`` are sent in place: ``c_char_p`` points at their storage and
-    keeps them alive. Writable contiguous buffers are exported to ctypes
+    ``bytes`` are sent in place (they are immutable, and the caller keeps
+    them alive until the completion). Writable contiguous buffers are exported to ctypes
     (which also stops a bytearray from being resized under the kernel).
     Other read-only buffers -- typically ``memoryview(data)[sent:]``, the
     rest of a partial send -- are copied when small, and reached through
     the buffer protocol when copying would cost more than that call.
     """
     if type(buffer) is bytes:
-        pointer = _c_char_p(buffer)
-        return pointer, _address_of_pointer(pointer).value, len(buffer)
+        return buffer, id(buffer) + _BYTES_DATA, len(buffer)
     view = memoryview(buffer)
     length = view.nbytes
     if not length:
@@ -241,7 +259,6 @@ class UringEngine(Engine[_Handle]):
         self._words: memoryview | None = ring.words
         self._ring_map = ring.ring
         self._sqes = ring.sqes
-        self._sqe_addresses = ring.sqe_addresses
         self._sq_mask = ring.sq_mask
         self._sq_entries = ring.sq_entries
         self._sq_head_word = ring.sq_head
@@ -580,14 +597,10 @@ class UringEngine(Engine[_Handle]):
         if tail == self._sq_limit:
             tail = self._make_room()
         slot = tail & self._sq_mask
-        if type(data) is bytes and len(data) <= _SMALL_SEND:
-            # The SQE's addr is set from the bytes themselves (SqeAddress);
-            # the handle keeps them alive until the completion. The overlay
-            # also holds them until its slot carries another such send:
-            # hence only small ones, bounding what is held to entries x 4 KiB.
-            _pack_sqe(self._sqes, slot << 6, _OP_SEND, 0, 0, handle.fd, 0, 0,
-                      len(data), _MSG_NOSIGNAL, handle.id << 8 | _WRITE, 0)
-            self._sqe_addresses[slot].addr = data
+        if type(data) is bytes:
+            # Sent in place; the handle keeps them alive until the completion.
+            _pack_sqe(self._sqes, slot << 6, _OP_SEND, 0, 0, handle.fd, 0, id(data) + _BYTES_DATA,
+                      min(len(data), _MAX_SEND), _MSG_NOSIGNAL, handle.id << 8 | _WRITE, 0)
             handle.write_pin = data
         else:
             pinned, address, length = _pin(data)
@@ -770,7 +783,13 @@ class UringEngine(Engine[_Handle]):
                     buffer_tail = (buffer_tail + 1) & 0xFFFF
                 handle = handles_get(user_data >> 8)
                 if handle is None:
-                    continue   # a cancel's or close's own completion, or a closed handle
+                    # A cancel's or close's own completion, or a closed
+                    # handle's. A connection accepted for a listener closed
+                    # meanwhile has nobody to serve it: it must not stay
+                    # open, its client waiting for ever.
+                    if user_data & _KIND_MASK == _ACCEPT and res >= 0:
+                        os.close(res)
+                    continue
                 kind = user_data & _KIND_MASK
                 if kind == _RECV:
                     # A recv cancelled by stop_reading may still have taken
@@ -827,6 +846,22 @@ class UringEngine(Engine[_Handle]):
                 buffers.tail = buffer_tail
                 buffers.tail_words[buffers.TAIL_WORD] = buffer_tail
         self._leftover = None
+
+    # -- memory -----------------------------------------------------------
+
+    def trim(self) -> None:
+        # The read buffers become resident as bursts fill them, and stay so.
+        # Dropping their pages is safe only where the kernel fills provided
+        # buffers inside this thread's own io_uring_enter (DEFER_TASKRUN):
+        # between polls every completion has been copied out and no buffer
+        # holds undelivered data; the kernel's next write faults in a zeroed
+        # page.
+        buffers = self._buffers
+        if (buffers is None or self._polling or self._words is None
+                or not self.setup_flags & abi.IORING_SETUP_DEFER_TASKRUN
+                or self._words[self._cq_tail_word] != self._cq_head):
+            return
+        buffers.pool.madvise(mmap.MADV_DONTNEED)
 
     # -- teardown ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Host, WorkerHandle
+from .groups import InterpreterProcessesHost
 from .interpreters import InterpretersHost
 from .processes import ProcessesHost
 from .threads import ThreadsHost, gil_disabled

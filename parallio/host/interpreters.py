@@ -11,12 +11,11 @@ there; ``auto`` probes for that before choosing this host.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 
 from .._spec import WorkerSpec
-from .base import Host, WorkerHandle, bootstrap_code
+from .base import Host, WorkerHandle, bootstrap_code, close_handed_fds, close_host_fds
 
 log = logging.getLogger("parallio")
 
@@ -50,6 +49,30 @@ def run_in_new_interpreter(code: str) -> str | None:
     return getattr(failure, "errdisplay", None) or f"{failure.type.__name__}: {failure.msg}"
 
 
+def start_interpreter(control_fd: int, spec: WorkerSpec, code: str) -> "InterpreterHandle":
+    """Run ``code`` (a worker's bootstrap) in a fresh isolated interpreter
+    on a thread of its own; the control socket and reply pipe are closed
+    when it ends."""
+    handle: InterpreterHandle
+
+    def run() -> None:
+        try:
+            handle.error = run_in_new_interpreter(code)
+            if handle.error:
+                log.error("worker %d: its interpreter raised %s", spec.seq_id, handle.error)
+        finally:
+            close_host_fds(control_fd, spec)
+
+    thread = threading.Thread(target=run, name=f"parallio-interp-{spec.seq_id}", daemon=True)
+    handle = InterpreterHandle(thread)
+    try:
+        thread.start()
+    except BaseException:
+        close_handed_fds(control_fd, spec)
+        raise
+    return handle
+
+
 class InterpreterHandle(WorkerHandle):
     def __init__(self, thread: threading.Thread) -> None:
         self.thread = thread
@@ -76,21 +99,7 @@ class InterpretersHost(Host):
         return None
 
     def start_worker(self, control_fd: int, spec: WorkerSpec) -> WorkerHandle:
-        code = bootstrap_code(control_fd)
-        handle: InterpreterHandle
-
-        def run() -> None:
-            try:
-                handle.error = run_in_new_interpreter(code)
-                if handle.error:
-                    log.error("worker %d: its interpreter raised %s", spec.seq_id, handle.error)
-            finally:
-                os.close(control_fd)
-
-        thread = threading.Thread(target=run, name=f"parallio-interp-{spec.seq_id}", daemon=True)
-        handle = InterpreterHandle(thread)
-        thread.start()
-        return handle
+        return start_interpreter(control_fd, spec, bootstrap_code(control_fd, spec.seq_id))
 
     @staticmethod
     def import_problem(modules: list[str], main_path: str | None) -> str | None:

@@ -7,13 +7,13 @@ faster than one (so ``auto`` never picks this host there).
 
 from __future__ import annotations
 
-import os
 import sys
 import sysconfig
 import threading
+import types
 
 from .._spec import WorkerSpec
-from .base import Host, WorkerHandle
+from .base import Host, WorkerHandle, close_handed_fds, close_host_fds
 
 
 def gil_disabled() -> bool:
@@ -49,8 +49,17 @@ class ThreadsHost(Host):
             try:
                 worker_main(control_fd, spec)
             finally:
-                os.close(control_fd)
+                close_host_fds(control_fd, spec)
 
-        thread = threading.Thread(target=run, name=f"parallio-worker-{spec.seq_id}", daemon=True)
-        thread.start()
+        # Named after the worker, so that a fatal-error traceback
+        # (faulthandler's) says which worker's thread it was.
+        named = types.FunctionType(run.__code__.replace(co_name=f"parallio_worker_{spec.seq_id}"),
+                                   run.__globals__, closure=run.__closure__)
+        thread = threading.Thread(target=named, name=f"parallio-worker-{spec.seq_id}",
+                                  daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            close_handed_fds(control_fd, spec)
+            raise
         return ThreadHandle(thread)

@@ -10,6 +10,11 @@ reaches them.
 
 Timeouts cost nothing per request: each connection marks progress with a
 flag, and one sweep per worker a second turns missing progress into time.
+
+Request bodies are buffered whole before a handler sees them, so each worker
+bounds what all its connections buffer together (``body_budget``): a
+request that would take more is answered 503, instead of letting many
+large uploads at once take the machine's memory.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..edge import EdgeTransport
+from ..supervision import concurrency_limit
 from ..trust import TrustedAddresses
 from .forwarded import Forwarded, resolve
 from .parser import HttpError, Limits, Request, RequestParser
@@ -27,13 +33,15 @@ from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 if TYPE_CHECKING:
     from ..transport import ProtocolLoop, Transport
 
-__all__ = ["HttpProtocol", "SERVER_HEADER"]
+__all__ = ["HttpProtocol", "WorkerHttp", "SERVER_HEADER"]
 
 log = logging.getLogger("parallio.http")
 
 # How often a worker looks for connections past their timeouts; timeouts are
 # therefore enforced to within this many seconds.
 _SWEEP_INTERVAL = 1.0
+#: Seconds an idle keep-alive connection stays open once the server drains.
+DRAIN_GRACE = 1.0
 
 
 class HttpProtocol:
@@ -41,7 +49,9 @@ class HttpProtocol:
 
     Class attributes configure every connection: ``limits`` (request sizes),
     ``header_timeout`` (seconds a client gets to send a whole request head,
-    counted from its first byte; then 408 and close), ``idle_timeout``
+    counted from its first byte, to within the once-a-second sweep; then
+    408 and close; not counted while output waits for the client to read
+    it), ``idle_timeout``
     (seconds a kept-alive connection may wait for its next request, and a
     request body or a response may go without progress, before it is
     closed). ``forwarded_allow_ips`` are the proxies whose forwarding fields
@@ -49,12 +59,15 @@ class HttpProtocol:
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
+                 "sent_seen", "charged", "worker_http", "holding", "draining", "over_limit",
                  "_forwarded")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
     forwarded_allow_ips: TrustedAddresses = TrustedAddresses()
+    #: Bytes of unfinished requests all connections of a worker may buffer.
+    body_budget: int = 256 * 1024 * 1024
 
     def connection_made(self, transport: "Transport") -> None:
         self.transport = transport
@@ -63,15 +76,29 @@ class HttpProtocol:
         self.active = True
         #: Seconds without progress, and seconds the current head has taken.
         self.quiet = 0.0
-        self.waiting = 0.0
+        self.waiting: float | None = None
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
         self._forwarded: tuple[Request, Forwarded] | None = None
-        transport.loop.extension(_Timeouts).add(self)
+        #: What the transport had sent at the last sweep.
+        self.sent_seen = 0
+        #: What this connection's unfinished request holds of the budget.
+        self.charged = 0
+        #: The last request's response is still being produced (a stream):
+        #: requests pipelined behind it are held until it ends.
+        self.holding = False
+        self.worker_http = worker_http = transport.loop.extension(WorkerHttp)
+        #: Opened while the worker served its --limit-concurrency: 503.
+        self.over_limit = (worker_http.limit is not None
+                           and len(worker_http.connections) >= worker_http.limit)
+        #: The server is stopping (or this connection is over the worker's
+        #: concurrency limit): each response closes the connection.
+        self.draining = self.over_limit
+        worker_http.add(self)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
-        transport.loop.extension(_Timeouts).discard(self)
+        self.worker_http.discard(self)
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
         self.active = True
@@ -81,19 +108,40 @@ class HttpProtocol:
             self._serve(transport)
         except HttpError as error:
             self.refuse(transport, error.status, error.reason)
+            return
+        if parser.body_in_progress or self.charged:
+            self._charge(transport)
+
+    def _charge(self, transport: "Transport") -> None:
+        """Account for what the unfinished request buffers now."""
+        held = self.parser.buffered if self.parser.body_in_progress else 0
+        worker_http = self.worker_http
+        worker_http.buffered += held - self.charged
+        self.charged = held
+        if held and worker_http.buffered > self.body_budget and not transport.closing:
+            log.warning("refusing a request body: the worker's buffered bodies passed "
+                        "%d bytes", self.body_budget)
+            self.refuse(transport, 503, "Service Unavailable")
 
     def _serve(self, transport: "Transport") -> None:
         """Answer every complete request that is buffered, in order."""
         parser = self.parser
         next_request = parser.next_request
+        counters = transport.loop.counters
         while (request := next_request()) is not None:
             self.served += 1
             request.origin = self
+            counters.requests += 1
+            if self.draining:
+                if self.over_limit:
+                    self.refuse(transport, 503, "Service Unavailable")
+                    return
+                request.keep_alive = False  # its response says Connection: close
             try:
                 keep_alive = self.handle_request(transport, request)
             except Exception:
                 keep_alive = self._failed(transport, request)
-            if self.response_in_progress():
+            if self.holding:
                 return  # the requests behind it wait for its end
             if not keep_alive or transport.closing:
                 transport.close()
@@ -101,6 +149,8 @@ class HttpProtocol:
         if parser.wants_continue:
             transport.send(CONTINUE_RESPONSE)
             parser.continue_sent()
+        elif self.draining and not parser.in_progress:
+            transport.close()  # a response that was running when the drain began ended
 
     def forwarded(self, request: Request) -> Forwarded:
         """Where ``request`` came from as the application sees it (what
@@ -115,10 +165,23 @@ class HttpProtocol:
         self._forwarded = (request, result)
         return result
 
-    def response_in_progress(self) -> bool:
-        """True while the last request's response is still being produced
-        (a stream): requests pipelined behind it are held until it ends."""
-        return False
+    def connection_draining(self, transport: "Transport") -> None:
+        """The server is stopping. A request in progress is answered, with
+        ``Connection: close``; an idle connection stays open for
+        :data:`DRAIN_GRACE` seconds, so that a request already on its way
+        is answered (with ``Connection: close``) rather than met by a closed
+        socket, and is closed then if none came."""
+        self.draining = True
+        if not self._busy():
+            transport.loop.call_later(DRAIN_GRACE, self._close_if_idle, self.served)
+
+    def _busy(self) -> bool:
+        return self.parser.in_progress or self.holding
+
+    def _close_if_idle(self, served: int) -> None:
+        transport = self.transport
+        if not transport.closing and self.served == served and not self._busy():
+            transport.close()
 
     def _failed(self, transport: "Transport", request: Request) -> bool:
         log.exception("%s failed on %s %s", type(self).__qualname__,
@@ -138,6 +201,10 @@ class HttpProtocol:
 
     def refuse(self, transport: "Transport", status: int, reason: str) -> None:
         """Answer a request that cannot be served with ``status``, and close."""
+        # Whatever the unfinished request buffered is abandoned now, not
+        # when the (lingering) close ends.
+        self.worker_http.buffered -= self.charged
+        self.charged = 0
         if not transport.closing:
             transport.send(simple_response(
                 status, f"{status} {reason}\n".encode(), keep_alive=False,
@@ -147,22 +214,28 @@ class HttpProtocol:
     def check_timeouts(self, elapsed: float) -> None:
         """The sweep: ``elapsed`` seconds passed since the last one."""
         transport = self.transport
+        if transport.closed:
+            return
+        if transport.write_buffer_size:
+            self._note_progress(elapsed)
+            self._check_output_progress()
+            return
         if transport.closing:
             return
-        if self.active:
-            self.active = False
-            self.quiet = 0.0
-        else:
-            self.quiet += elapsed
+        self._note_progress(elapsed)
         parser = self.parser
         if parser.head_in_progress:
-            if self.served != self.served_seen:
-                self.waiting = 0.0   # the head in progress is a new one
-            self.waiting += elapsed
-            if self.waiting > self.header_timeout:
-                self.refuse(transport, 408, "Request Timeout")
+            if self.waiting is None or self.served != self.served_seen:
+                # A head begun since the last sweep: its clock starts now,
+                # so a head cut between two reads at the moment of a sweep
+                # is not charged the whole interval.
+                self.waiting = 0.0
+            else:
+                self.waiting += elapsed
+                if self.waiting > self.header_timeout:
+                    self.refuse(transport, 408, "Request Timeout")
         else:
-            self.waiting = 0.0
+            self.waiting = None
             if self.quiet > self.idle_timeout:
                 if parser.in_progress:
                     self.refuse(transport, 408, "Request Timeout")  # a body stalled
@@ -170,20 +243,46 @@ class HttpProtocol:
                     transport.close()
         self.served_seen = self.served
 
+    def _check_output_progress(self) -> None:
+        """Output is waiting, so the client is behind on reading (and past
+        the high water mark it is not read from): no head clock runs, as a
+        head cut by that pause is not the client's delay. Progress is the
+        client taking output; a whole idle timeout without any cuts it, as
+        a graceful close would wait forever."""
+        if self.quiet > self.idle_timeout:
+            log.info("closing a connection whose client stopped reading")
+            self.transport.abort()
+
+    def _note_progress(self, elapsed: float) -> None:
+        """Input that arrived or output the client took since the last
+        sweep resets the quiet time; else it grows by ``elapsed``."""
+        sent = self.transport.bytes_sent
+        if self.active or sent != self.sent_seen:
+            self.active = False
+            self.sent_seen = sent
+            self.quiet = 0.0
+        else:
+            self.quiet += elapsed
+
 
 def connection_scheme(transport: "Transport") -> str:
     """"https" on a TLS connection, else "http"."""
     return "https" if isinstance(transport, EdgeTransport) and transport.is_tls else "http"
 
 
-class _Timeouts:
-    """One per worker: sweeps its HTTP connections once a second."""
+class WorkerHttp:
+    """One per worker: sweeps its HTTP connections once a second, and counts
+    what their unfinished requests buffer."""
 
     def __init__(self, loop: "ProtocolLoop") -> None:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
+        #: Connections served at once before new ones get 503 (None: no limit).
+        self.limit = concurrency_limit(loop)
         self.timer: Any = None
         self.last_sweep = 0.0
+        #: Bytes of unfinished requests buffered by all connections.
+        self.buffered = 0
 
     def add(self, connection: HttpProtocol) -> None:
         self.connections.add(connection)
@@ -193,6 +292,8 @@ class _Timeouts:
 
     def discard(self, connection: HttpProtocol) -> None:
         self.connections.discard(connection)
+        self.buffered -= connection.charged
+        connection.charged = 0
 
     def sweep(self) -> None:
         now = time.monotonic()

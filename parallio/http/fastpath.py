@@ -96,7 +96,7 @@ def fast_path_protocol(app_class: type) -> type:
                     head_only=method == "HEAD"))
                 return request.keep_alive
             if handler.__class__ is str:
-                result = getattr(self.app, handler)(transport, request)  # type: ignore[arg-type]
+                result = getattr(self.app, handler)(transport, request)
             else:
                 result = handler(self.app, transport, request)  # type: ignore[operator]
             if result is not None:

@@ -143,7 +143,7 @@ _SCHEME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 # version, field section (each line with its CRLF).
 _HEAD = re.compile(
     rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n"
-    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)")
+    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
 # The fields that decide framing, routing or connection handling.
 _SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
 # Those fields, found in a lowercased field section that begins with LF.
@@ -291,6 +291,8 @@ class Request:
     With a streaming parser, ``has_body`` says whether body pieces follow
     the head; ``body`` stays empty.
 
+    ``headers`` is made on first use from the head's field section.
+
     A server sets ``origin`` to the connection the request came on; then
     ``client``, ``scheme`` and ``host`` say where the request came from as
     the application should see it, trusted proxies' ``X-Forwarded-*`` and
@@ -304,7 +306,7 @@ class Request:
         "path",
         "query",
         "http_version",
-        "headers",
+        "_headers",
         "body",
         "trailers",
         "keep_alive",
@@ -314,6 +316,8 @@ class Request:
         "origin",
     )
 
+    origin: Optional["RequestOrigin"]
+
     def __init__(
         self,
         method: str,
@@ -321,7 +325,7 @@ class Request:
         raw_path: str,
         query: str,
         http_version: tuple[int, int],
-        headers: Headers,
+        headers: Union[Headers, bytes],
         keep_alive: bool,
         expect_continue: bool,
         authority: str = "",
@@ -334,32 +338,47 @@ class Request:
         self.path = unquote(raw_path, errors="replace") if "%" in raw_path else raw_path
         self.query = query
         self.http_version = http_version
-        self.headers = headers
+        # A Headers, or the raw field section to make one of when asked.
+        self._headers = headers
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.authority = authority
         self.body = body
         self.trailers = trailers
         self.has_body = False
-        self.origin: Optional[RequestOrigin] = None
+        # ``origin`` stays unset until a server sets it: nothing per request
+        # for what only applications asking where a request came from use.
 
     @property
     def client(self) -> object:
         """The client's address, ``(host, port)``: the peer, or what a
         trusted proxy said (port 0 if it named none); None without origin."""
-        return None if self.origin is None else self.origin.forwarded(self).client
+        origin = self._origin()
+        return None if origin is None else origin.forwarded(self).client
 
     @property
     def scheme(self) -> str:
         """"https" or "http": what the client used, a trusted proxy's word included."""
-        return "http" if self.origin is None else self.origin.forwarded(self).scheme
+        origin = self._origin()
+        return "http" if origin is None else origin.forwarded(self).scheme
 
     @property
     def host(self) -> str:
         """The host the client asked for: a trusted proxy's
         ``X-Forwarded-Host``/``Forwarded: host=``, else :attr:`authority`."""
-        host = None if self.origin is None else self.origin.forwarded(self).host
+        origin = self._origin()
+        host = None if origin is None else origin.forwarded(self).host
         return host if host is not None else self.authority
+
+    def _origin(self) -> Optional["RequestOrigin"]:
+        return getattr(self, "origin", None)
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers.__class__ is bytes:
+            headers = self._headers = Headers(section=headers)
+        return headers  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         major, minor = self.http_version
@@ -583,7 +602,7 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int],
     """method, target, raw path, query, version, and the target's
     authority (absolute- and authority-form only)."""
     parts = line.split(" ")
-    if len(parts) != 3 or not line.isascii() or "\t" in line:
+    if len(parts) != 3 or not line.isascii() or "\t" in line or not parts[1]:
         raise HttpError(400, f"malformed request line {line[:64]!r}")
     method, target, version_text = parts
     if version_text == "HTTP/1.1":
@@ -634,7 +653,7 @@ def _parse_request_line(line: str) -> tuple[str, str, str, str, tuple[int, int],
 _CHUNKED = -1  # body length meaning "chunked"
 
 #: Request's constructor arguments before the body.
-_HeadFields = tuple[str, str, str, str, tuple[int, int], Headers, bool, bool, str]
+_HeadFields = tuple[str, str, str, str, tuple[int, int], Union[Headers, bytes], bool, bool, str]
 
 
 def _framing(version: tuple[int, int], special: list[tuple[str, str]],
@@ -699,16 +718,20 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     arguments and the body length (``_CHUNKED`` for chunked). The reference
     for :func:`_parse_common_head`, and what names the fault in a head that
     one does not take."""
+    # Faults are reported in the order the incremental checks meet them as
+    # bytes arrive, so a head gets the same status however it was cut: the
+    # request line first, then the bytes of the fields, then their size.
     lines = head.decode("latin-1").split("\r\n")
     line_length = len(lines[0])  # latin-1: one character per byte
     if line_length > limits.max_request_line:
         raise HttpError(414, f"request line longer than {limits.max_request_line} bytes")
+    _check_field_bytes(head[:line_length], 1)
+    method, target, raw_path, query, version, target_authority = _parse_request_line(lines[0])
+    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
+        raise _head_bytes_error(head)
     # The header section: each field line with its CRLF.
     if len(head) - line_length > limits.max_header_block:
         raise HttpError(431, f"header section larger than {limits.max_header_block} bytes")
-    if len(head.translate(None, _FIELD_BYTES)) != 2 * (len(lines) - 1):
-        raise _head_bytes_error(head)
-    method, target, raw_path, query, version, target_authority = _parse_request_line(lines[0])
     items, special = _parse_fields(lines[1:], limits)
     keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
     authority = (target_authority if target_authority is not None else (host or "")).lower()
@@ -717,14 +740,10 @@ def _parse_head(head: Buffer, limits: Limits) -> tuple[_HeadFields, int]:
     return fields, body_length
 
 
-def _special_fields(block: Buffer) -> list[tuple[str, str]]:
-    """The fields in ``_SPECIAL`` of a validated field section ``block``
-    that starts with the LF ending the request line, values lowercased
-    (every one of them is case-insensitive): one search in C, far cheaper
-    than splitting every field."""
-    keys = _SPECIAL_KEYS
-    return [(keys[name], value.rstrip(b"\t ").decode("latin-1"))
-            for name, value in _SPECIAL_LINE.findall(block.lower())]
+# Host values already found valid, so the same Host on every request of a
+# connection (of every connection, mostly) costs one lookup. Bounded, as the
+# name caches are: a client inventing hosts cannot grow it.
+_VALID_HOSTS: dict[bytes, str] = {}
 
 
 def _check_host(host: str) -> None:
@@ -734,46 +753,57 @@ def _check_host(host: str) -> None:
         _check_authority(host, "Host")
 
 
-def _parse_common_head(buf: Buffer, start: int, end: int,
-                       limits: Limits) -> Optional[tuple[_HeadFields, int]]:
-    """The head ``buf[start:end]`` (its final CRLFCRLF at ``end``) parsed in
-    one expression; None when it is not the common shape (another target
+def _valid_host(raw: bytes) -> str:
+    """A lowercased Host value (the cache's key), checked; as str."""
+    host = _VALID_HOSTS.get(raw)
+    if host is None:
+        host = raw.decode("latin-1")
+        _check_host(host)
+        if len(_VALID_HOSTS) < _CACHE_MAX:
+            _VALID_HOSTS[raw] = host
+    return host
+
+
+def _parse_common_head(buf: Buffer, start: int,
+                       limits: Limits) -> Optional[tuple[Request, int, int]]:
+    """The head at ``buf[start:]``, if it is there whole and of the common
+    shape, parsed in one expression: (request, body length, where the head
+    ends). None when it is not there, or not of that shape (another target
     form, another version, anything malformed, a limit reached) and
     :func:`_parse_head` must decide. Accepts exactly what that accepts."""
-    match = _HEAD.fullmatch(buf, start, end + 2)
+    match = _HEAD.match(buf, start)
     if match is None:
         return None
     method_bytes, target_bytes, minor, section = match.groups()
-    if (len(section) > limits.max_header_block
-            or match.end(2) - start + 9 > limits.max_request_line
-            or section.count(b"\n") > limits.max_headers or b"#" in target_bytes):
-        return None
     method = _METHOD_BYTES.get(method_bytes)
-    if method is None or method == "CONNECT":
+    size = len(section)
+    if (method is None or method == "CONNECT" or size > limits.max_header_block
+            or match.end(2) - start + 9 > limits.max_request_line or b"#" in target_bytes
+            or size > 4 * limits.max_headers and section.count(b"\n") > limits.max_headers):
         return None
     target = target_bytes.decode("ascii")
     raw_path, _, query = target.partition("?")
     version = (1, 1) if minor == b"1" else (1, 0)
-    special = _special_fields(buf[match.start(4) - 1:end + 2])
-    if len(special) == 2 and special[0][0] == "host" and special[1][0] == "connection":
-        # The usual pair, decided here: a plain Host and one Connection token.
-        host = special[0][1]
-        _check_host(host)
-        token = special[1][1].lower()
-        if token == "keep-alive":
-            keep_alive = True
-        elif token == "close":
-            keep_alive = False
-        else:
-            keep_alive, expect_continue, body_length, host = _framing(version, special, limits)
-            return (method, target, raw_path, query, version, Headers(section=section),
-                    keep_alive, expect_continue, host), body_length
-        return (method, target, raw_path, query, version, Headers(section=section),
-                keep_alive, False, host), 0
+    end = match.end()
+    found = _SPECIAL_LINE.findall(buf[match.start(4) - 1:end].lower())
+    count = len(found)
+    if count and found[0][0] == b"host" and (
+            count == 1 or count == 2 and found[1][0] == b"connection"):
+        # The usual fields, decided here: one Host, at most one Connection
+        # with one token.
+        host = _valid_host(found[0][1].rstrip(b"\t "))
+        if count == 1:
+            return Request(method, target, raw_path, query, version, section,
+                           version == (1, 1), False, host), 0, end
+        token = found[1][1].rstrip(b"\t ")
+        if token == b"keep-alive" or token == b"close":
+            return Request(method, target, raw_path, query, version, section,
+                           token == b"keep-alive", False, host), 0, end
+    keys = _SPECIAL_KEYS
+    special = [(keys[name], value.rstrip(b"\t ").decode("latin-1")) for name, value in found]
     keep_alive, expect_continue, body_length, found_host = _framing(version, special, limits)
-    fields = (method, target, raw_path, query, version, Headers(section=section), keep_alive,
-              expect_continue, found_host or "")
-    return fields, body_length
+    return Request(method, target, raw_path, query, version, section, keep_alive, expect_continue,
+                   found_host or ""), body_length, end
 
 
 # --- the parser ---------------------------------------------------------------
@@ -810,7 +840,7 @@ class RequestParser:
         "_remaining",
         "_body_size",
         "_trailers",
-        "_continue",
+        "wants_continue",
         "_stream",
     )
 
@@ -836,7 +866,12 @@ class RequestParser:
         self._remaining = 0  # body or chunk bytes still to read
         self._body_size = 0  # decoded body bytes so far (chunked)
         self._trailers = _NO_HEADERS
-        self._continue = False
+        #: True while a request sent ``Expect: 100-continue``, its head is
+        #: complete, no byte of its body has been consumed yet and
+        #: :meth:`continue_sent` was not called: the server should send
+        #: ``HTTP/1.1 100 Continue`` (or a final error response) now.
+        #: Read-only.
+        self.wants_continue = False
         self._stream = stream_bodies
 
     # -- public API ---------------------------------------------------------
@@ -855,10 +890,10 @@ class RequestParser:
             self._scan = 0
             self._line_scan = 0
             return
-        if type(buf) is bytes:
-            buf = bytearray(memoryview(buf)[pos:])
-        else:
+        if isinstance(buf, bytearray):
             del buf[:pos]  # O(1): CPython moves the bytearray's start
+        else:
+            buf = bytearray(memoryview(buf)[pos:])
         buf += data
         self._buf = buf
         self._pos = 0
@@ -918,17 +953,9 @@ class RequestParser:
         while (request := self.next_request()) is not None:
             yield request
 
-    @property
-    def wants_continue(self) -> bool:
-        """True while a request sent ``Expect: 100-continue``, its head is
-        complete, no byte of its body has been consumed yet and
-        :meth:`continue_sent` was not called: the server should send
-        ``HTTP/1.1 100 Continue`` (or a final error response) now."""
-        return self._continue
-
     def continue_sent(self) -> None:
         """Record that the 100 Continue response went out."""
-        self._continue = False
+        self.wants_continue = False
 
     @property
     def finished(self) -> bool:
@@ -952,6 +979,12 @@ class RequestParser:
         """True while part of a request head (not yet complete) has been
         received: what the header timeout bounds."""
         return self._state == _HEAD_STATE and self.in_progress
+
+    @property
+    def body_in_progress(self) -> bool:
+        """True while the body of a request is being received (buffering
+        parsers: the request is not returned yet)."""
+        return self._pending is not None
 
     @property
     def buffered(self) -> int:
@@ -991,24 +1024,30 @@ class RequestParser:
     def _read_head(self) -> Optional[Request]:
         buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n\r\n", self._scan if self._scan > pos else pos)
-        if end < 0:
-            self._incomplete_head(buf, pos)
-            return None
-        parsed = _parse_common_head(buf, pos, end, self._limits)
+        scan = self._scan
+        # A head arriving whole (the common case) goes straight to the
+        # expression; one arriving in pieces is searched for its end first,
+        # so that its start is never matched again and again.
+        parsed = _parse_common_head(buf, pos, self._limits) if scan <= pos else None
         if parsed is None:
-            if buf.startswith(b"\r\n", pos):
-                # RFC 9112 §2.2: ignore empty lines before the request line
-                # (some clients send a stray CRLF after a POST body).
-                while buf.startswith(b"\r\n", pos):
-                    pos += 2
-                self._pos = pos
-                return self._read_head()
-            parsed = _parse_head(buf[pos:end], self._limits)
-        fields, body_length = parsed
-        request = Request(*fields)
+            end = buf.find(b"\r\n\r\n", scan if scan > pos else pos)
+            if end < 0:
+                self._incomplete_head(buf, pos)
+                return None
+            if scan > pos:
+                parsed = _parse_common_head(buf, pos, self._limits)
+            if parsed is None:
+                if buf.startswith(b"\r\n", pos):
+                    # RFC 9112 §2.2: ignore empty lines before the request
+                    # line (some clients send a stray CRLF after a POST body).
+                    while buf.startswith(b"\r\n", pos):
+                        pos += 2
+                    self._pos = self._scan = pos
+                    return self._read_head()
+                fields, body_length = _parse_head(buf[pos:end], self._limits)
+                parsed = Request(*fields), body_length, end + 4
+        request, body_length, pos = parsed
         self._line_state = _IN_METHOD
-        pos = end + 4
         if body_length:
             if self._stream:
                 request.has_body = True
@@ -1112,7 +1151,7 @@ class RequestParser:
         self._trailers = _NO_HEADERS
         # Only worth a 100 Continue if the client has sent nothing of the
         # body yet; it may have started without waiting (RFC 9110 §10.1.1).
-        self._continue = request.expect_continue and self._pos >= len(self._buf)
+        self.wants_continue = request.expect_continue and self._pos >= len(self._buf)
 
     def _buffer_body(self) -> Optional[Request]:
         """Buffering parsers: gather the pending request's body."""
@@ -1157,7 +1196,7 @@ class RequestParser:
             take = min(len(buf) - pos, self._remaining)
             if not take:
                 return None
-            self._continue = False
+            self.wants_continue = False
             self._pos = pos + take
             self._remaining -= take
             if not self._remaining:
@@ -1170,7 +1209,7 @@ class RequestParser:
         pos = self._pos
         size = len(buf)
         if pos < size:
-            self._continue = False
+            self.wants_continue = False
         limits = self._limits
         state = self._state
         piece: Optional[bytes] = None
@@ -1228,11 +1267,12 @@ class RequestParser:
                 if buf[pos : pos + 1] not in (b"", b"\r") and buf[pos] not in TCHAR:
                     raise HttpError(400, "malformed trailer field")
                 break
-            if end - pos > limits.max_header_block:
-                raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
+            # Bytes before size, as the incremental checks above meet them.
             block = buf[pos:end]
             lines = block.decode("latin-1").split("\r\n")
             _check_field_bytes(block, len(lines))
+            if end - pos > limits.max_header_block:
+                raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
             trailers, special = _parse_fields(lines, limits)
             for key, _ in special:
                 if key in _TRAILER_FORBIDDEN:

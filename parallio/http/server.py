@@ -323,15 +323,25 @@ class BodyStream:
         self.transport.send(data)
 
     def close(self) -> None:
-        """Call the iterable's ``close()`` (once)."""
+        """Call the iterable's ``close()`` (once), and let go of what the
+        response held."""
         closer, self.close_iterable = self.close_iterable, None
         self.iterator = None
+        # make_head is often a bound method of what holds this stream (WSGI's
+        # start_response state): a cycle that would keep the request and its
+        # body alive until the garbage collector's next full pass.
+        self.make_head = _finished_head
+        self.pending = []
         if closer is not None:
             try:
                 closer()
             except Exception:
                 log.exception("close() of the response body of %s %s failed",
                               self.request.method, self.request.target)
+
+
+def _finished_head(ended: bool) -> StreamHead:
+    raise RuntimeError("the response is over")
 
 
 class StreamingHttpProtocol(HttpProtocol):
@@ -347,7 +357,7 @@ class StreamingHttpProtocol(HttpProtocol):
     client that stops reading a response.
     """
 
-    __slots__ = ("stream", "_dispatching", "_held", "_overflow", "sent_seen")
+    __slots__ = ("stream", "_dispatching", "_held", "_overflow")
 
     def connection_made(self, transport: "Transport") -> None:
         HttpProtocol.connection_made(self, transport)
@@ -355,13 +365,13 @@ class StreamingHttpProtocol(HttpProtocol):
         self._dispatching = False
         self._held = 0
         self._overflow = False
-        self.sent_seen = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         HttpProtocol.connection_lost(self, transport, exc)
         stream = self.stream
         if stream is not None:
             self.stream = None
+            self.holding = False
             stream.close()
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
@@ -389,28 +399,13 @@ class StreamingHttpProtocol(HttpProtocol):
         """What :meth:`HttpProtocol.handle_request` is for streaming servers."""
         raise NotImplementedError
 
-    def response_in_progress(self) -> bool:
-        return self.stream is not None
-
     def check_timeouts(self, elapsed: float) -> None:
-        transport = self.transport
-        if transport.closed:
-            return
-        if self.stream is None and not transport.write_buffer_size:
+        if self.stream is None:
             HttpProtocol.check_timeouts(self, elapsed)
-            return
-        # Output is waiting: progress is the client taking some of it.
-        sent = transport.bytes_sent
-        if sent != self.sent_seen:
-            self.sent_seen = sent
-            self.quiet = 0.0
-            return
-        self.quiet += elapsed
-        if self.quiet > self.idle_timeout:
-            # The client has not taken any output for a whole idle timeout:
-            # a graceful close would wait forever.
-            log.info("closing a connection whose client stopped reading")
-            transport.abort()
+        elif not self.transport.closed:
+            # A response is being produced: progress is the client taking it.
+            self._note_progress(elapsed)
+            self._check_output_progress()
 
     # -- streams ----------------------------------------------------------
     def open_stream(self, transport: "Transport", request: Request,
@@ -426,6 +421,7 @@ class StreamingHttpProtocol(HttpProtocol):
         """
         stream = BodyStream(transport, request, make_head)
         self.stream = stream
+        self.holding = True
         return stream
 
     def run_stream(self, stream: BodyStream, iterable: Iterable[Any]) -> None:
@@ -483,6 +479,7 @@ class StreamingHttpProtocol(HttpProtocol):
 
     def _stream_done(self, stream: BodyStream) -> None:
         self.stream = None
+        self.holding = False
         stream.close()
         transport = stream.transport
         if not stream.keep_alive or self._overflow:
@@ -501,6 +498,7 @@ class StreamingHttpProtocol(HttpProtocol):
         transport = stream.transport
         transport.loop.counters.callback_errors += 1
         self.stream = None
+        self.holding = False
         stream.close()
         if transport.closing:
             return
@@ -683,24 +681,28 @@ class HttpServer:
     header count, body size), ``header_timeout`` is the seconds a client
     gets to send a request head once it started (then 408), ``idle_timeout``
     the seconds a kept-alive connection may stay silent, and a client may
-    leave a response unread, before it is closed. ``forwarded_allow_ips``
-    (addresses, networks or ``*``; default 127.0.0.1) are the proxies whose
-    ``X-Forwarded-*``/``Forwarded`` fields set ``request.client``,
-    ``.scheme`` and ``.host``. Each can also be set as a class attribute of
-    a subclass.
+    leave a response unread, before it is closed; ``body_budget`` bounds the
+    bytes all unfinished requests of a worker may buffer together (past it,
+    503). ``forwarded_allow_ips`` (addresses, networks or ``*``; default
+    127.0.0.1) are the proxies whose ``X-Forwarded-*``/``Forwarded`` fields
+    set ``request.client``, ``.scheme`` and ``.host``. Each can also be set
+    as a class attribute of a subclass.
     """
 
     limits: Limits = HttpProtocol.limits
     header_timeout: float = HttpProtocol.header_timeout
     idle_timeout: float = HttpProtocol.idle_timeout
+    body_budget: int = HttpProtocol.body_budget
     forwarded_allow_ips: Union[str, Sequence[str], TrustedAddresses] = \
         HttpProtocol.forwarded_allow_ips
 
     __parallio_protocol__ = _AsProtocol()
 
     def __init__(self, *, limits: Optional[Limits] = None, header_timeout: Optional[float] = None,
-                 idle_timeout: Optional[float] = None,
+                 idle_timeout: Optional[float] = None, body_budget: Optional[int] = None,
                  forwarded_allow_ips: Union[str, Sequence[str], None] = None) -> None:
+        if body_budget is not None:
+            self.body_budget = body_budget
         if limits is not None:
             self.limits = limits
         if header_timeout is not None:
@@ -795,8 +797,9 @@ class HttpServer:
             self._protocol = type(
                 f"HttpServer[{type(self).__qualname__}]", (_ServerProtocol,),
                 {"app": self, "limits": self.limits, "header_timeout": self.header_timeout,
-                 "idle_timeout": self.idle_timeout,
-                 "forwarded_allow_ips": self.forwarded_allow_ips, "__module__": __name__})
+                 "idle_timeout": self.idle_timeout, "body_budget": self.body_budget,
+                 "forwarded_allow_ips": self.forwarded_allow_ips,
+                 "__module__": __name__, "__slots__": ()})
         return self._protocol
 
     def __parallio_ref__(self) -> ObjectRef:

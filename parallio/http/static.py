@@ -11,9 +11,10 @@
   with ``Content-Range``; ranges that overlap or touch are merged first.
   None satisfiable gives 416 with ``Content-Range: bytes */size``. Several
   disjoint ranges are refused by ignoring the header (the RFC's "MAY
-  ignore"): the whole file, 200. So is a malformed header or one listing
-  more than :data:`MAX_RANGES` ranges. ``If-Range`` that does not match
-  (strongly) also means the whole file.
+  ignore"): the whole file, 200. So is a malformed header, one listing
+  more than :data:`MAX_RANGES` ranges, or one with a number of more than 40
+  significant digits (leading zeros do not count). ``If-Range`` that does
+  not match (strongly) also means the whole file.
 * A directory: without its trailing slash, 301 to the slashed path; with
   it, its first index file (``index.html``, ``index.htm``), else a listing if
   enabled, else 403.
@@ -35,23 +36,25 @@ import mimetypes
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
 from .parser import HttpError, Request
-from .response import SERVER_HEADER, render_head, server_headers, simple_response
+from .response import SERVER_HEADER, HeaderPairs, render_head, server_headers, simple_response
 
 if TYPE_CHECKING:
     from ..transport import Transport
 
-__all__ = ["StaticFiles", "parse_byte_ranges", "content_type", "MAX_RANGES"]
+__all__ = ["StaticFiles", "parse_byte_ranges", "requested_range", "range_not_satisfiable",
+           "content_type", "MAX_RANGES"]
 
 #: A Range header with more range specs than this is ignored (whole file).
 MAX_RANGES = 16
-# Digits past this are a number larger than any file; int() of a huge digit
-# string is slow, and refused past sys.get_int_max_str_digits().
-_MAX_DIGITS = 19
-_HUGE = 10 ** _MAX_DIGITS
+# A byte position has at most 19 digits (st_size < 2**63). A number of more
+# significant digits than this is no position at all, so it is refused by its
+# length, before int(): converting a huge digit string is slow, and refused
+# past sys.get_int_max_str_digits().
+_MAX_SIGNIFICANT_DIGITS = 40
 
 # The standard library's built-in table only: a machine's /etc/mime.types
 # must not change what the server answers.
@@ -80,17 +83,22 @@ def content_type(name: str) -> str:
 
 
 def _number(digits: str) -> Optional[int]:
+    """1*DIGIT as its exact value, or None."""
     if not digits or not digits.isascii() or not digits.isdigit():
         return None
-    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_SIGNIFICANT_DIGITS:
+        return None
+    return int(significant) if significant else 0
 
 
 def parse_byte_ranges(value: str, size: int) -> Optional[list[tuple[int, int]]]:
     """The satisfiable ranges of Range header ``value`` for ``size`` bytes,
     as merged, sorted ``(first, last)`` pairs (inclusive).
 
-    None: the header is to be ignored (not ``bytes``, malformed, or more
-    than :data:`MAX_RANGES` specs). An empty list: nothing is satisfiable
+    None: the header is to be ignored (not ``bytes``, malformed, more than
+    :data:`MAX_RANGES` specs, or a number of more than 40 significant
+    digits). An empty list: nothing is satisfiable
     (416).
     """
     unit, equals, specs = value.partition("=")
@@ -111,12 +119,16 @@ def parse_byte_ranges(value: str, size: int) -> Optional[list[tuple[int, int]]]:
             return None
         if first_text:
             first = _number(first_text)
-            last = _number(last_text) if last_text else _HUGE
-            if first is None or last is None or last < first:
+            if first is None:
                 return None
-            if first >= size:
-                continue
-            ranges.append((first, min(last, size - 1)))
+            if last_text:
+                last = _number(last_text)
+                if last is None or last < first:
+                    return None
+            else:
+                last = size - 1
+            if first < size:
+                ranges.append((first, min(last, size - 1)))
         else:
             suffix = _number(last_text)
             if suffix is None:
@@ -133,6 +145,32 @@ def parse_byte_ranges(value: str, size: int) -> Optional[list[tuple[int, int]]]:
         else:
             merged.append((first, last))
     return merged
+
+
+def requested_range(request: Request, size: int,
+                    if_range_matches: Callable[[str], bool]) -> Optional[list[tuple[int, int]]]:
+    """The byte range ``request`` asks of a ``size``-byte representation,
+    by the rules of this module's docstring: None to send it whole (no
+    Range, not a GET, an If-Range that ``if_range_matches`` refuses, a
+    header to ignore), an empty list when nothing asked is satisfiable
+    (416, see :func:`range_not_satisfiable`), else ``[(first, last)]``."""
+    header = request.headers.get("range")
+    if header is None or request.method != "GET":
+        return None
+    if_range = request.headers.get("if-range")
+    if if_range is not None and not if_range_matches(if_range.strip(" \t")):
+        return None
+    ranges = parse_byte_ranges(header, size)
+    return ranges if ranges is not None and len(ranges) <= 1 else None
+
+
+def range_not_satisfiable(request: Request, size: int, fields: HeaderPairs = ()) -> bytes:
+    """The 416 answer to ``request`` for a ``size``-byte representation,
+    with ``fields`` (its validators) besides Content-Range."""
+    return simple_response(
+        416, b"Range Not Satisfiable\n", keep_alive=request.keep_alive,
+        extra_headers=server_headers([("Content-Range", f"bytes */{size}"), *fields]),
+        request_version=request.http_version)
 
 
 def _etag_listed(header: str, etag: str) -> bool:
@@ -261,21 +299,15 @@ class StaticFiles:
         fields = [("Content-Type", content_type(os.fsdecode(name))), *validators,
                   ("Accept-Ranges", "bytes")]
         status, offset, length = 200, 0, size
-        range_header = headers.get("range")
-        if range_header is not None and request.method == "GET" \
-                and self._if_range_matches(headers.get("if-range"), etag, last_modified):
-            ranges = parse_byte_ranges(range_header, size)
-            if ranges is not None and len(ranges) <= 1:
-                if not ranges:
-                    transport.send(simple_response(
-                        416, b"Range Not Satisfiable\n", keep_alive=request.keep_alive,
-                        extra_headers=server_headers(
-                            [("Content-Range", f"bytes */{size}"), *validators]),
-                        request_version=request.http_version))
-                    return
-                first, last = ranges[0]
-                status, offset, length = 206, first, last - first + 1
-                fields.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        ranges = requested_range(request, size, lambda if_range: self._if_range_matches(
+            if_range, etag, last_modified))
+        if ranges is not None:
+            if not ranges:
+                transport.send(range_not_satisfiable(request, size, validators))
+                return
+            (first, last), = ranges
+            status, offset, length = 206, first, last - first + 1
+            fields.append(("Content-Range", f"bytes {first}-{last}/{size}"))
         head = render_head(status, server_headers(fields),
                            content_length=length, keep_alive=request.keep_alive,
                            request_version=request.http_version)
@@ -308,10 +340,7 @@ class StaticFiles:
         return False
 
     @staticmethod
-    def _if_range_matches(if_range: Optional[str], etag: str, last_modified: str) -> bool:
-        if if_range is None:
-            return True
-        if_range = if_range.strip(" \t")
+    def _if_range_matches(if_range: str, etag: str, last_modified: str) -> bool:
         if if_range.startswith('"') or if_range.startswith("W/"):
             return if_range == etag  # strong comparison: a weak tag never matches
         return if_range == last_modified

@@ -10,7 +10,7 @@ that project specifies them:
   clamped to 1..500; a missing or non-integer value counts as 1.
 * ``/updates?queries=N``: like ``/queries``, then every row gets a new random
   ``randomNumber``, written back in one transaction; the updated rows are
-  returned.
+  returned (a row drawn twice gets one new number, which both copies show).
 * ``/fortunes``: every Fortune row plus the fortune "Additional fortune
   added at request time." (id 0), sorted by message, rendered as the
   benchmark's HTML table with every message HTML-escaped.
@@ -140,9 +140,12 @@ class Tefb:
         randint = random.randint
         worlds = [database.world(randint(1, tefb_db.WORLD_ROWS))
                   for _ in range(query_count(queries))]
+        # One new number per row: a row drawn twice is written once, and
+        # both of its copies in the response say what the table holds.
+        numbers = {world["id"]: randint(1, tefb_db.WORLD_ROWS) for world in worlds}
         for world in worlds:
-            world["randomNumber"] = randint(1, tefb_db.WORLD_ROWS)
-        database.update_worlds([(world["id"], world["randomNumber"]) for world in worlds])
+            world["randomNumber"] = numbers[world["id"]]
+        database.update_worlds(list(numbers.items()))
         return worlds
 
     def fortunes(self, transport: "Transport", request: "Request") -> str:

@@ -53,7 +53,8 @@ class Database(Protocol):
         """Row ``world_id`` of World as ``{"id": .., "randomNumber": ..}``."""
 
     def update_worlds(self, rows: list[tuple[int, int]]) -> None:
-        """Set ``randomNumber`` of each ``(id, randomNumber)`` in one transaction."""
+        """Set ``randomNumber`` of each ``(id, randomNumber)`` in one
+        transaction (each id once)."""
 
     def fortunes(self) -> list[tuple[int, str]]:
         """Every row of Fortune as ``(id, message)``."""

@@ -479,7 +479,7 @@ class _WsgiProtocol(HttpProtocol):
     are parsed on the loop and answered on the pool, one at a time
     (pipelined ones wait their turn)."""
 
-    __slots__ = ("application", "base_environ", "pool", "exchange", "sent_seen")
+    __slots__ = ("application", "base_environ", "pool", "exchange")
 
     server: "WsgiServer"
 
@@ -495,7 +495,6 @@ class _WsgiProtocol(HttpProtocol):
             return
         self.pool = transport.loop.extension(ThreadPool)  # type: ignore[arg-type]
         self.pool.ensure(self.server.threads)
-        self.sent_seen = 0
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         HttpProtocol.connection_lost(self, transport, exc)
@@ -503,8 +502,10 @@ class _WsgiProtocol(HttpProtocol):
         if exchange is not None:
             exchange.stop(ConnectionError("the client closed the connection"))
 
-    def response_in_progress(self) -> bool:
-        return self.exchange is not None
+    def _busy(self) -> bool:
+        # A request is on the pool, or part of one is in the parser: a
+        # drain lets it finish.
+        return self.exchange is not None or self.parser.in_progress
 
     # -- input ----------------------------------------------------------------
     def data_received(self, transport: "Transport", data: bytes) -> None:
@@ -553,6 +554,12 @@ class _WsgiProtocol(HttpProtocol):
         transport = self.transport
         self.served += 1
         request.origin = self
+        transport.loop.counters.requests += 1
+        if self.draining:
+            if self.over_limit:
+                self.refuse(transport, 503, "Service Unavailable")
+                return
+            request.keep_alive = False  # its response says Connection: close
         if request.method == "CONNECT":
             # A tunnel is no request an application can answer: its body
             # would be the tunnelled stream.
@@ -715,7 +722,8 @@ class _WsgiProtocol(HttpProtocol):
         connection goes on to the next."""
         self.exchange = None
         stream = exchange.stream
-        if stream is None or not stream.keep_alive or not exchange.request.keep_alive:
+        if (stream is None or not stream.keep_alive or not exchange.request.keep_alive
+                or self.draining):
             self.transport.close()
             return False
         self.transport.resume_reading()

@@ -14,7 +14,8 @@ What crosses between them is pickled: functions and classes by import path
 (:func:`ref_of`), exceptions with their traceback as text
 (:func:`exc_payload`). A worker waiting for a main-thread call reads its reply
 from a pipe of its own (not the control socket, which its engine reads), so
-the wait never steals or reorders control messages.
+the wait never steals or reorders control messages; the runtime makes that
+pipe with each worker, so a successor never reads its predecessor's replies.
 """
 
 from __future__ import annotations
@@ -236,15 +237,6 @@ class MainHub:
             self.extras["main_module"] = _main_module([ObjectRef("__main__:_")])
         except RuntimeError:  # an interactive session: nothing to load
             self.extras["main_module"] = None
-        # One reply pipe per worker position: the main thread writes, the
-        # worker reads while it waits in call_from_main_thread_and_wait.
-        self.reply_fds: dict[int, tuple[int, int]] = {}
-        for seq_id in range(1, runtime.workers + 1):
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(write_fd, False)
-            self.reply_fds[seq_id] = (read_fd, write_fd)
-            self.pass_fds.append(read_fd)
-        self.extras["reply_fds"] = {seq_id: fds[0] for seq_id, fds in self.reply_fds.items()}
         runtime.add_message_handler("worker_ready", self._on_ready)
         runtime.add_message_handler("worker_gone", self._on_gone)
         runtime.close_callbacks.append(self._on_close)
@@ -275,16 +267,6 @@ class MainHub:
 
     def _on_gone(self, seq_id: int) -> None:
         self.ready.discard(seq_id)
-        # Replies written for the dead worker must not reach its successor.
-        read_fd = self.reply_fds[seq_id][0]
-        os.set_blocking(read_fd, False)
-        try:
-            while os.read(read_fd, 65536):
-                pass
-        except BlockingIOError:
-            pass
-        finally:
-            os.set_blocking(read_fd, True)
         for callback in self._gone_callbacks:
             callback(seq_id)
 
@@ -298,10 +280,6 @@ class MainHub:
                 callback()
             except Exception:
                 log.exception("parallio: a service failed to close")
-        for read_fd, write_fd in self.reply_fds.values():
-            os.close(read_fd)
-            os.close(write_fd)
-        self.reply_fds.clear()
 
     def send(self, seq_id: int, message: tuple) -> bool:
         """Send a control message to worker ``seq_id``; False if it is gone."""
@@ -311,28 +289,11 @@ class MainHub:
         """Run ``call`` on the supervisor thread (from any thread)."""
         self.runtime.call_soon(call)
 
-    def reply(self, seq_id: int, message: tuple, timeout: float = 5.0) -> None:
-        """Write a main-thread call's reply to the worker's reply pipe. A
-        worker that no longer reads it (dead, or it gave up waiting) costs at
-        most ``timeout``: the reply is then dropped, never the supervisor."""
-        fds = self.reply_fds.get(seq_id)
-        if fds is None:
-            return
-        data = memoryview(_control.encode(message))
-        deadline = time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(fds[1], select.POLLOUT)
-        while data:
-            try:
-                data = data[os.write(fds[1], data):]
-                continue
-            except BlockingIOError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
-                log.error("parallio: worker %d does not read its main-thread call reply; "
-                          "dropped it", seq_id)
-                return
+    def reply(self, seq_id: int, message: tuple) -> None:
+        """Send a main-thread call's reply to worker ``seq_id``, which waits
+        for it on its reply pipe. Never blocks the supervisor: a worker that
+        no longer reads (it gave up waiting) has it queued, whole."""
+        self.runtime.reply(seq_id, message)
 
     def unhandled(self, exc: BaseException, what: str) -> None:
         """An error nobody handles: log it now, re-raise it from run()."""
@@ -431,11 +392,10 @@ class WorkerHub:
         self.extras: dict[str, Any] = worker.spec.extras.get(KEY, {})
         self.state: dict[str, Any] = {}
         self.main_loaded = False
-        self._reply_fd: int | None = self.extras.get("reply_fds", {}).get(worker.seq_id)
+        self._reply_fd = worker.spec.reply_fd
         self._reply_reader = _control.MessageReader()
-        # Replies carry the id of their call; the token tells this worker's
-        # calls from those of a dead predecessor on the same reply pipe.
-        self._token = os.urandom(8)
+        # Replies carry the id of their call: a late reply to a call that
+        # timed out is told from the one awaited.
         self._call_ids = itertools.count(1)
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
         self._job_scheduled = False
@@ -494,7 +454,7 @@ class WorkerHub:
         """
         if self._reply_fd is None:
             raise MainThreadGone("this worker has no reply pipe to the main thread")
-        call_id = (self._token, next(self._call_ids))
+        call_id = next(self._call_ids)
         self.send(("svc_call", call_id, payload))
         deadline = time.monotonic() + timeout
         poller = select.poll()

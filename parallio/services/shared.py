@@ -581,7 +581,8 @@ def _setup_main_shares(hub: MainHub) -> None:
     with _shares_lock:
         entries = builtins.list(_shares.values())
     hub.extras["shares"] = {entry.name: entry.descriptor(hub.host) for entry in entries}
-    if hub.host == "processes":
+    if not hub.runtime.host.in_process:
+        # Other processes inherit the memfds, at the same numbers.
         hub.pass_fds.extend(entry.fd for entry in entries)
 
 

@@ -44,7 +44,8 @@ settings.register_profile(
 settings.register_profile("http-deep", max_examples=5000, deadline=None, database=None, suppress_health_check=_RELAXED)
 ORACLE = settings.get_profile(os.environ.get("PARALLIO_HTTP_PROFILE", "http-ci"))
 
-MAX_BODY = Limits().max_body
+LIMITS = Limits()
+MAX_BODY = LIMITS.max_body
 
 Normalized = tuple  # (method, target, version, headers, body, trailers), all bytes
 
@@ -330,7 +331,10 @@ def run_h11(chunks: list[bytes]) -> Outcome:
                     )
                     outcome.events.append((current, list(event.headers)))
                     outcome.partial = None
-                    connection.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                    # A 2xx to CONNECT would switch h11 to a tunnel; we
+                    # parse on after a CONNECT, as h11 does after a refusal.
+                    status = 405 if current.method == b"CONNECT" else 200
+                    connection.send(h11.Response(status_code=status, headers=[("Content-Length", "0")]))
                     connection.send(h11.EndOfMessage())
                     if connection.their_state is h11.DONE:
                         connection.start_next_cycle()
@@ -358,11 +362,28 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
 
 # --- documented differences ---------------------------------------------------------------
 
-HOST_RE = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
-ABSOLUTE_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]+(?:[/?].*)?")
+# RFC 3986 host [":" port], no userinfo: a reg-name (with %HH escapes), an
+# IPv4 address, or a bracketed IPv6 literal (checked for shape only).
+_AUTHORITY = rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+HOST_RE = re.compile(_AUTHORITY)
+ABSOLUTE_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://(?![/?]|$)" + _AUTHORITY + rb"(?:[/?].*)?")
+# RFC 9112 §7.1: chunk-size [ chunk-ext ] with chunk-ext as §7.1.1 writes it.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+CHUNK_LINE_RE = re.compile(
+    rb"[0-9A-Fa-f]+(?:[\t ]*;[\t ]*" + _TOKEN + rb"(?:[\t ]*=[\t ]*(?:" + _TOKEN
+    + rb'|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*')
 REQUEST_LINE_RE = re.compile(rb"(\S+) (\S+) HTTP/(\d)\.(\d)")
+# What a request line may still become while its CRLF has not arrived.
+PARTIAL_REQUEST_LINE_RE = re.compile(
+    rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]*(?: [\x21-\x7e]*(?: [\x21-\x7e]*)?)?\r?")
 H11_REQUEST_LINE_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
 TCHAR_BYTES = TCHAR.encode()
+HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+# A last chunk, whole trailer lines, then a byte no field name starts with.
+TRAILER_START_RE = re.compile(
+    rb"(?:^|\n)0+[ \t]*(?:;[^\r\n]*)?\r\n(?:[" + re.escape(TCHAR_BYTES) + rb"][^\r\n]*\r\n)*"
+    rb"[^" + re.escape(TCHAR_BYTES) + rb"\r]"
+)
 
 
 def target_form_ok(method: bytes, target: bytes) -> bool:
@@ -383,7 +404,8 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
     reasons: dict[str, int] = {}
     if re.search(rb"(?<!\r)\n|\r(?!\n)", rest):
         reasons["bare CR or LF: lines end in CRLF only"] = 400
-    if re.search(rb"[\x01-\x08\x0e-\x1f\x7f]", rest):
+    if re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", rest):
+        # (NUL, VT and FF too: h11 refuses them in fields but not in chunk extensions.)
         reasons["control character: h11 lets most CTLs through, RFC 9110 §5.5 forbids them"] = 400
     if re.search(rb"\n[ \t]", rest):
         reasons["obs-fold: h11 unfolds, we refuse (RFC 9112 §5.2 allows either)"] = 400
@@ -395,14 +417,21 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
     first_line = start.split(b"\n", 1)[0].rstrip(b"\r")
     if start[:1] and start[0] not in TCHAR_BYTES:
         reasons["not a method's first byte: refused at once (h11 waits unless < 0x21)"] = 400
+    if TRAILER_START_RE.search(rest):
+        reasons["trailer line not starting with a name: refused at once (h11 waits)"] = 400
     if b"\r\n" in start and not H11_REQUEST_LINE_RE.fullmatch(first_line):
         reasons["malformed request line: refused before the head ends"] = 400
+    if b"\r\n" not in start and PARTIAL_REQUEST_LINE_RE.fullmatch(first_line) is None:
+        reasons["a request line that can no longer become valid (a byte outside SP/VCHAR, "
+                "a non-token method byte, a third space): refused before its CRLF"] = 400
     request_line = REQUEST_LINE_RE.fullmatch(first_line)
     if request_line:
         if request_line[3] + b"." + request_line[4] not in (b"1.0", b"1.1"):
             reasons["version other than 1.0/1.1: h11 accepts any d.d"] = 505
         if not target_form_ok(request_line[1], request_line[2]):
             reasons["target form not allowed for the method (RFC 9112 §3.2)"] = 400
+        if b"#" in request_line[2]:
+            reasons["a fragment in the target: clients never send one (RFC 9112 §3.2)"] = 400
     if head is not None:
         names = [name for name, _ in head.headers]
         values = {name: [v for n, v in head.headers if n == name] for name in names}
@@ -418,13 +447,26 @@ def stricter_reasons(rest: bytes, head: Optional[h11.Request], trailers: Optiona
             reasons["Content-Length over the body limit"] = 413
     if trailers and any(n in (b"content-length", b"transfer-encoding", b"host") for n, _ in trailers):
         reasons["framing or routing field in trailers (RFC 9110 §6.5.1)"] = 400
+    # Size limits (parser.Limits); h11 has only one, far larger.
+    lines = rest.split(b"\r\n")
+    if any(len(line) > LIMITS.max_request_line for line in lines):
+        reasons["a line longer than Limits.max_request_line"] = 414
+    if len(rest) > LIMITS.max_header_block or len(lines) > LIMITS.max_headers:
+        reasons["header or trailer section over Limits.max_header_block or max_headers"] = 431
+    body_lines = rest.partition(b"\r\n\r\n")[2].split(b"\r\n")
+    if any(len(line) > LIMITS.max_chunk_line for line in body_lines):
+        reasons["chunk line longer than Limits.max_chunk_line"] = 400
+    if any(line[:1] and line[0] in HEX_DIGITS and CHUNK_LINE_RE.fullmatch(line) is None
+           for line in body_lines):
+        reasons["chunk line outside RFC 9112 §7.1.1 (trailing whitespace, a bare ';'): "
+                "h11 allows them"] = 400
     return reasons
 
 
 def looser_reasons(rest: bytes) -> list[str]:
     """Why we may accept (or still wait for) what h11 refuses."""
     reasons = []
-    if rest.startswith(b"\r\n"):
+    if rest.startswith(b"\r\n") or rest == b"\r":
         reasons.append("empty lines before the request line are skipped (RFC 9112 §2.2)")
     if re.search(rb"(?:^|\n)[0-9A-Fa-f]+[ \t]+;", rest):
         reasons.append("BWS before a chunk extension (RFC 9112 §7.1.1); h11 refuses it")

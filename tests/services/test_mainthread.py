@@ -100,7 +100,7 @@ class _FakeWorker:
         self.listeners: list = []
         self.state: dict = {}
         self.sent: list = []
-        self.spec = type("Spec", (), {"extras": {_hub.KEY: {"reply_fds": {1: reply_fd}}},
+        self.spec = type("Spec", (), {"extras": {}, "reply_fd": reply_fd,
                                       "endpoints": [], "host": "processes",
                                       "main_module": None})()
 

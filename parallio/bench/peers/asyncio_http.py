@@ -63,9 +63,22 @@ def _refresh_date(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(1.0, _refresh_date, loop)
 
 
-#: path -> () -> (Content-Type, body): the routes of apps.py, built per request.
-ROUTES: dict[bytes, Callable[[], tuple[bytes, bytes]]] = {
-    path.encode(): answer for path, answer in apps.ANSWERS.items()}
+#: What a route returns: status, Content-Type and body.
+Answer = tuple[int, bytes, bytes]
+
+
+def _route(answer: Callable[[], tuple[bytes, bytes]]) -> Callable[[bytes], Answer]:
+    def handle(_query: bytes) -> Answer:
+        content_type, body = answer()
+        return 200, content_type, body
+    return handle
+
+
+#: Path -> handler of the query string (the bytes after "?"): the routes of
+#: apps.py, built per request; other applications add theirs here, as the
+#: wiki's peer does.
+ROUTES: dict[bytes, Callable[[bytes], Answer]] = {
+    path.encode(): _route(answer) for path, answer in apps.ANSWERS.items()}
 
 
 def response_head(status: int, content_type: bytes, length: int, keep_alive: bool) -> bytes:
@@ -162,11 +175,11 @@ class HttpProtocol(asyncio.Protocol):
             self.fail(out, 405 if not has_body else 400)
             return None
         head_only = method == b"HEAD"
-        path = target.partition(b"?")[0]
+        path, _, query = target.partition(b"?")
         route = ROUTES.get(path)
         if route is not None:
-            content_type, body = route()
-            out.append(response_head(200, content_type, len(body), keep_alive))
+            status, content_type, body = route(query)
+            out.append(response_head(status, content_type, len(body), keep_alive))
             if not head_only:
                 out.append(body)
         else:

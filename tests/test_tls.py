@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from ._tls import KEY_PASSWORD
 from .conftest import port_of, recv_until, serving
 
 TLS_INFO = "tests._protocols:TlsInfo"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config(certificates, **options) -> TlsConfig:
@@ -291,3 +293,20 @@ def test_records_that_do_not_decrypt_close_the_connection(certificates):
         raw.close()
         with tls_connect(runtime, certificates) as sock:   # the worker carries on
             assert json.loads(recv_until(sock))["alpn"] == "http/1.1"
+
+
+def test_plain_listeners_pay_nothing_for_tls_or_proxies():
+    """Without TLS or a PROXY header a listener's connections are plain
+    Transports (no edge stage checked per read), and serving HTTP does not
+    load the ssl module."""
+    from parallio.edge import transport_factory
+    from parallio.transport import Transport
+    from parallio.trust import TrustedAddresses
+
+    assert transport_factory(None, None) is Transport
+    assert transport_factory(None, TrustedAddresses("127.0.0.1")) is not Transport
+    code = ("import sys, parallio, parallio.http.server, parallio.http.wsgi, "
+            "parallio.http.fastpath, parallio.worker; print('ssl' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.stdout.strip() == b"False", result.stderr

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from parallio import Runtime, protocol_ref
 from parallio.http import Limits
 from parallio.http.wsgi import WsgiServer
 from parallio.tls import TlsConfig, ssl_source
@@ -225,3 +226,54 @@ def test_forwarded_environ():
             Client(address_of(runtime)) as client:
         environ = json.loads(client.get("/environ", [("X-Forwarded-For", "203.0.113.9")]).body)
         assert environ["REMOTE_ADDR"] == "127.0.0.1" and environ["wsgi.url_scheme"] == "http"
+
+
+# -- supervision: concurrency limits and drains reach the pool ---------------------
+
+def _runtime(combo, **supervision) -> Runtime:
+    from parallio import Supervision
+    from parallio.runtime import make_server
+
+    endpoint = make_server("127.0.0.1", 0)
+    endpoint.protocol = protocol_ref(server(threads=2))
+    host, engine = combo
+    return Runtime([endpoint], workers=1, parallel=host, io=engine, drain_timeout=5.0,
+                   supervision=Supervision(**supervision))
+
+
+def test_limit_concurrency_answers_503_beyond_it():
+    runtime = _runtime(("threads", "epoll"), limit_concurrency=1)
+    runtime.start()
+    try:
+        address = ("127.0.0.1", runtime.endpoints[0].port)
+        with Client(address) as first:
+            assert first.get("/fast").status == 200
+            with Client(address) as second:
+                reply = second.get("/fast")
+                assert reply.status == 503 and reply.headers["connection"] == "close"
+            assert first.get("/fast").body == b"fast"  # the one within the limit goes on
+    finally:
+        runtime.stop()
+
+
+def test_a_drain_lets_the_request_on_a_thread_finish(combo):
+    runtime = _runtime(combo)
+    runtime.start()
+    stopper = None
+    try:
+        with Client(("127.0.0.1", runtime.endpoints[0].port), timeout=10) as client:
+            # Longer than the grace an idle connection gets: only a request
+            # known to be in progress outlives it.
+            client.send(encode_request("GET", "/sleep?seconds=2.5"))
+            time.sleep(0.3)  # in its handler
+            stopper = threading.Thread(target=runtime.stop)
+            stopper.start()
+            assert client.read().body == b"slept"
+            answered = time.monotonic()
+            # Closed once answered, not when the drain timeout (5 s) ends.
+            assert client.closed_by_server() and time.monotonic() - answered < 2
+    finally:
+        if stopper is None:
+            runtime.stop()
+        else:
+            stopper.join(30)

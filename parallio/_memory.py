@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any, Optional
 
 __all__ = ["tune_allocator", "release_free_memory"]
 
@@ -26,6 +27,8 @@ _M_MMAP_THRESHOLD = -3
 #: Blocks this large or larger are mapped on their own.
 MMAP_THRESHOLD = 256 * 1024
 
+_mallopt: Optional[Any]
+_malloc_trim: Optional[Any]
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     _mallopt = _libc.mallopt

@@ -149,19 +149,19 @@ class EdgeTransport(Transport):
                 # Plain after a PROXY header, or EOF or an error: the protocol hears of it.
                 Transport._on_data(self, data)
             else:
-                tls.feed(data)  # type: ignore[arg-type]
-                self._deliver(tls, len(data))  # type: ignore[arg-type]
+                tls.feed(data)
+                self._deliver(tls, len(data))
         elif data.__class__ is not bytes or not data:
             self._reading = False
             self.abort()  # gone before the protocol began: nothing to tell it
         elif stage == _CLOSE_NOTIFIED:
             return  # closing after a failed start: what comes is not read
         else:
-            self._counters.bytes_in += len(data)  # type: ignore[arg-type]
+            self._counters.bytes_in += len(data)
             if stage == _PROXY_HEADER:
-                self._read_proxy_header(data)  # type: ignore[arg-type]
+                self._read_proxy_header(data)
             else:
-                self._handshake(data)  # type: ignore[arg-type]
+                self._handshake(data)
 
     def _read_proxy_header(self, data: bytes) -> None:
         parser = self._proxy

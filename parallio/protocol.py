@@ -27,10 +27,11 @@ class ProtocolError(Exception):
     """A protocol class or a callback's return value breaks the rules."""
 
 
-def to_buffers(value: Any) -> bytes | memoryview | bytearray | list:
+def to_buffers(value: Any) -> Any:
     """Turn a callback's return value into what the transport sends.
 
-    Returns one buffer, or a list of buffers for a gather-send. ``None`` must
+    Returns one buffer (bytes, bytearray, memoryview, or another object with
+    the buffer protocol), or a list of buffers for a gather-send. ``None`` must
     be filtered out by the caller (it is the common case and cheapest there).
     """
     cls = value.__class__
@@ -43,7 +44,7 @@ def to_buffers(value: Any) -> bytes | memoryview | bytearray | list:
     if isinstance(value, str):
         return str.encode(value)
     if isinstance(value, (tuple, list)):
-        buffers: list = []
+        buffers: list[Any] = []
         for part in value:
             if part is None:
                 continue

@@ -46,7 +46,7 @@ from . import supervision as _supervision  # noqa: F401
 from ._ref import ObjectRef
 from ._spec import Endpoint, MainModule, Supervision, WorkerSpec
 from .engine import choose_engine
-from .host import InterpreterProcessesHost, WorkerHandle, choose_host
+from .host import Host, InterpreterProcessesHost, WorkerHandle, choose_host
 
 log = logging.getLogger("parallio")
 
@@ -242,6 +242,7 @@ class Runtime:
         self.main_module = _main_module(refs)
         modules = sorted({ref.path.partition(":")[0] for ref in refs} - {"__main__"})
         self.io, io_reason = choose_engine(io)
+        self.host: Host
         if processes is not None:
             self.host, host_reason = InterpreterProcessesHost.make(
                 parallel, processes, self.workers)
@@ -400,7 +401,7 @@ class Runtime:
     def run(self, install_signal_handlers: bool = True) -> None:
         """Start the workers and supervise them on this thread until
         :meth:`stop`, a signal, or (with no server) until all are idle."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             handlers = {signal.SIGINT: self._on_stop_signal, signal.SIGTERM: self._on_stop_signal,
                         signal.SIGHUP: self._on_reload_signal,

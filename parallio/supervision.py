@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any
+from typing import Any, NoReturn
 
 from .worker import Worker, _worker_start_hooks, current_worker
 
@@ -113,7 +113,7 @@ def _guard_exit() -> None:
     if getattr(real_exit, "parallio_guard", False):
         return  # the threads host: one os module for every worker
 
-    def _exit(status: int) -> None:
+    def _exit(status: int) -> NoReturn:
         worker = current_worker()
         if worker is not None:
             code = status or EXIT_STATUS

@@ -118,7 +118,7 @@ class Transport(Stream):
             self._on_end(data)
             return
         counters = self._counters
-        counters.bytes_in += len(data)  # type: ignore[arg-type]
+        counters.bytes_in += len(data)
         counters.callbacks += 1
         if self.closing:
             return
@@ -155,7 +155,7 @@ class Transport(Stream):
         """The peer closed its side (b"") or the read failed (-errno)."""
         self._reading = False
         if result.__class__ is int:
-            error = -result  # type: ignore[operator]
+            error = -result
             self._abort(OSError(error, os.strerror(error)))
             return
         self._eof = True
@@ -247,11 +247,11 @@ class Transport(Stream):
 
     @property
     def ip(self) -> str:
-        return self.peer[0]
+        return str(self.peer[0])
 
     @property
     def port(self) -> int:
-        return self.peer[1]
+        return int(self.peer[1])
 
     # -- sending ----------------------------------------------------------
     def send(self, data: Any) -> int:
@@ -266,7 +266,7 @@ class Transport(Stream):
             return self._send_seq
         return self._send_result(data)
 
-    def sendfile(self, before: Any, path: str | os.PathLike, after: Any) -> int:
+    def sendfile(self, before: Any, path: str | os.PathLike[str], after: Any) -> int:
         """Send ``before``, the whole file at ``path``, then ``after``, the
         file going from the page cache to the socket without passing through
         Python. Raises :class:`OSError` at once if the file cannot be opened."""
@@ -274,8 +274,8 @@ class Transport(Stream):
         size = os.fstat(file.fileno()).st_size
         return self._send_file(before, file, 0, size, after)
 
-    def sendfile_ranged(self, before: Any, path: str | bytes | os.PathLike | BinaryIO, after: Any,
-                        offset: int, nbytes: int) -> int:
+    def sendfile_ranged(self, before: Any, path: str | bytes | os.PathLike[str] | BinaryIO,
+                        after: Any, offset: int, nbytes: int) -> int:
         """Like :meth:`sendfile`, for ``nbytes`` bytes from ``offset`` (any
         size: there is no 2 GB limit). ``path`` may also be a binary file
         open on a regular file, which the transport then owns and closes."""
@@ -375,7 +375,7 @@ def current() -> Transport:
     """The connection whose callback is running; :class:`NotInCallback`
     outside one (PyParallel's ``parallel.transport()``)."""
     worker = _context.local.worker
-    transport = None if worker is None else worker.current_transport
+    transport: Transport | None = None if worker is None else worker.current_transport
     if transport is None:
         raise NotInCallback("parallio.transport() is only meaningful inside a protocol "
                             "callback (data_received, connection_made, ...)")

@@ -132,7 +132,7 @@ class Worker:
         #: Called when the worker ends, before its engine shuts down (a
         #: thread pool ends its threads).
         self.close_callbacks: list[Callable[[], None]] = []
-        self._extensions: dict[type, Any] = {}
+        self._extensions: dict[Callable[["Worker"], Any], Any] = {}
         self.connections_total = 0
         # Listening descriptors handed to this worker and not yet listened
         # on, by endpoint index: closed by close_all if never adopted.
@@ -147,7 +147,7 @@ class Worker:
         """This worker's instance of ``kind`` (a class taking the worker),
         made on first use: how layers above keep per-worker state."""
         try:
-            return self._extensions[kind]  # type: ignore[no-any-return]
+            return self._extensions[kind]
         except KeyError:
             instance = self._extensions[kind] = kind(self)
             return instance
@@ -380,7 +380,7 @@ class Worker:
             self.close_all()
             self._running = False
             return
-        for message in self._control_reader.feed(data):  # type: ignore[arg-type]
+        for message in self._control_reader.feed(data):
             self._control_handlers[message[0]](*message[1:])
 
     def _on_stats(self, request_id: int) -> None:
@@ -422,7 +422,7 @@ class Worker:
         for listener in self.listeners:
             while True:
                 try:
-                    fd, _address = listener.sock._accept()
+                    fd, _address = listener.sock._accept()  # type: ignore[attr-defined]
                 except OSError:
                     break  # empty (EAGAIN), or out of descriptors
                 os.set_blocking(fd, False)
@@ -466,7 +466,7 @@ def _protocol_class(endpoint: Endpoint) -> Any:
 
 def current_worker() -> Worker | None:
     """The worker whose thread this is; None on the main thread."""
-    return _context.local.worker  # type: ignore[no-any-return]
+    return _context.local.worker
 
 
 # -- bootstrap ----------------------------------------------------------------
@@ -503,7 +503,7 @@ def _read_spec(control_fd: int) -> WorkerSpec:
             raise ConnectionError("the main thread went away before sending the worker spec")
         messages = reader.feed(data)
         if messages:
-            return messages[0]  # type: ignore[no-any-return]
+            return messages[0]
         wanted = reader.missing()
 
 

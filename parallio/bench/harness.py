@@ -68,6 +68,7 @@ class Settings:
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> "Settings":
+        base: dict[str, Any]
         if quick:
             base = dict(quick=True, duration=1, warmup=0, rounds=1, idle_connections=200)
         else:
@@ -257,21 +258,22 @@ class Bench:
             entries.append(entry)
         try:
             for entry in live(entries):
+                server = entry.server
+                assert server is not None  # live() yields the entries with one
                 try:
-                    entry.server.wait_ready()
+                    server.wait_ready()
                     wanted = routes if entry.contender.serves_cpu else \
                         [route for route in routes if route != "cpu"]
-                    problem = srv.check_answers(entry.server, wanted, self.digests)
+                    problem = srv.check_answers(server, wanted, self.digests)
                 except ServerFailed as exc:
                     problem = str(exc)
                 if problem:
                     entry.status, entry.reason = "failed", problem
-                    entry.server.stop()
+                    server.stop()
                     entry.server = None
                     self.say(f"  {entry.contender.name} x{workers}: FAILED: {problem}")
                 elif purpose == APP and entry.contender.name not in self.strictness:
-                    self.strictness[entry.contender.name] = srv.probe_strictness(
-                        entry.server.port)
+                    self.strictness[entry.contender.name] = srv.probe_strictness(server.port)
         except BaseException:  # interrupted: leave no server behind
             self.stop(entries)
             raise

@@ -33,6 +33,11 @@ def ratio(value: float | None, base: float | None) -> float | None:
     return value / base
 
 
+def median(row: dict[str, Any] | None, metric: str) -> float | None:
+    """A row's median ``metric`` (None without a row or that figure)."""
+    return None if row is None else row["median"].get(metric)
+
+
 def fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}x"
 
@@ -69,7 +74,7 @@ class Part:
         if self.base is None:
             return figure * self.scale
         base = self.base_row(rows)
-        return ratio(figure, base and base["median"].get(self.metric))
+        return ratio(figure, median(base, self.metric))
 
     def base_row(self, rows: Rows) -> dict[str, Any] | None:
         assert self.base is not None
@@ -288,7 +293,7 @@ def _base(rows: Rows, row: dict[str, Any], family: str, app: str | None = None,
 def _vs(rows: Rows, row: dict[str, Any], metric: str, family: str,
         app: str | None = None, same_workers: bool = True) -> str:
     base = _base(rows, row, family, app, same_workers)
-    return fmt_ratio(ratio(row["median"].get(metric), base and base["median"].get(metric)))
+    return fmt_ratio(ratio(row["median"].get(metric), median(base, metric)))
 
 
 def _load_section(rows: Rows, scenario: str, title: str, *, metric: str = "capacity_rps",
@@ -348,7 +353,7 @@ def headline_ratios(rows: Rows) -> dict[tuple[str, str, str], float]:
             continue
         metric, _lower = HEADLINE[row["scenario"]]
         base = _base(rows, row, "asyncio")
-        value = base and ratio(row["median"].get(metric), base["median"].get(metric))
+        value = ratio(row["median"].get(metric), median(base, metric))
         if value is not None:
             ratios[(row["scenario"], _variant_label(row["variant"]), row["contender"])] = value
     return ratios
@@ -595,13 +600,12 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
                                          gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(names), 1)
     for index, name in enumerate(names):
-        heights = []
+        heights: list[float | None] = []
         for _, group, key in groups:
             row = next((row for row in group if row["contender"].replace("routes ", "")
                         .replace("wsgi ", "") == name), None)
             base = family_row(group, "asyncio")
-            heights.append(ratio(row["median"][key], base and base["median"][key])
-                           if row else 0.0)
+            heights.append(ratio(row["median"][key], median(base, key)) if row else 0.0)
         bars.bar([g + index * width for g in range(len(groups))],
                  [h or 0.0 for h in heights], width, label=name)
     bars.axhline(1.0, color="black", linewidth=0.8)

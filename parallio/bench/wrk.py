@@ -78,11 +78,11 @@ def run_wrk(wrk: str, url: str, *, connections: int, duration_s: int, threads: i
     the script: a ``request()`` hook of its own (with ``heads=PLAIN``) that
     varies the requests, say."""
     script = lua_script(heads, depth, rate, threads) + lua
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-") as lua:
-        lua.write(script)
-        lua.flush()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-") as script_file:
+        script_file.write(script)
+        script_file.flush()
         command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s",
-                   f"--timeout={timeout_s}s", "-s", lua.name, url]
+                   f"--timeout={timeout_s}s", "-s", script_file.name, url]
         if cpus is not None:
             command = ["taskset", "-c", cpus, *command]
         completed = subprocess.run(command, capture_output=True, text=True,

@@ -17,6 +17,7 @@ import mmap
 import os
 import platform
 import struct
+from typing import Any
 
 # -- system calls -----------------------------------------------------------
 
@@ -191,7 +192,7 @@ def _check(result: int) -> int:
     return result
 
 
-def address_of(buffer) -> int:
+def address_of(buffer: Any) -> int:
     """The address of a writable buffer (bytearray, mmap, ctypes object)."""
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
@@ -222,7 +223,7 @@ def readonly_address(view: memoryview) -> int:
         _release_buffer(py_buffer)
 
 
-def io_uring_register(ring_fd: int, opcode: int, arg, count: int) -> int:
+def io_uring_register(ring_fd: int, opcode: int, arg: Any, count: int) -> int:
     """Call io_uring_register(2); ``arg`` is a ctypes object or None."""
     return _check(syscall(NR_IO_URING_REGISTER, ring_fd, opcode,
                           None if arg is None else ctypes.byref(arg), count))
@@ -242,6 +243,8 @@ class Ring:
         params = IoUringParams(
             flags=flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP,
             cq_entries=cq_entries)
+        #: The IORING_SETUP_* flags asked for (and, once made, accepted).
+        self.setup_flags = flags
         self.fd = _check(syscall(NR_IO_URING_SETUP, sq_entries, ctypes.byref(params)))
         try:
             self._map(params)
@@ -309,7 +312,7 @@ class BufferRing:
         self.pool = mmap.mmap(-1, count * size)
         # Exporting the mappings to ctypes pins them: they cannot be closed
         # or resized while the kernel may still write into them.
-        self._pins = (ctypes.c_char.from_buffer(self.entries),
+        self._pins: tuple[ctypes.c_char, ...] = (ctypes.c_char.from_buffer(self.entries),
                       ctypes.c_char.from_buffer(self.pool))
         self.base = ctypes.addressof(self._pins[1])
         #: The ring as 16-bit words: the tail is word ``TAIL_WORD``.

@@ -24,7 +24,7 @@ resumption, backpressure, timers -- lives once, above the engines, in
 from __future__ import annotations
 
 import abc
-from typing import Callable, Generic, Sequence, TypeVar, Union
+from typing import Any, Callable, Generic, Sequence, TypeVar, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 ResultCallback = Callable[[int], None]
@@ -113,7 +113,7 @@ class Engine(abc.ABC, Generic[H]):
         fewer than asked, 0 at end of file) or ``-errno``."""
 
     @abc.abstractmethod
-    def connect(self, handle: H, address: tuple, on_connected: ResultCallback) -> None:
+    def connect(self, handle: H, address: tuple[Any, ...], on_connected: ResultCallback) -> None:
         """Connect the socket to ``address`` (as for
         :meth:`socket.socket.connect`, already resolved); ``on_connected``
         gets 0 or ``-errno``."""

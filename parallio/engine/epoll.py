@@ -20,7 +20,7 @@ import os
 import select
 import socket
 from collections import deque
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import _sockets
 from .base import READ_CHUNK, Buffer, DataCallback, Engine, Handle, ResultCallback
@@ -69,7 +69,7 @@ class EpollEngine(Engine[_Fd]):
         self._epoll = select.epoll()
         self._fds: dict[int, _Fd] = {}
         # Completions waiting for the next poll: (handle, callback, result).
-        self._ready: deque[tuple[_Fd, Callable, object]] = deque()
+        self._ready: deque[tuple[_Fd, Callable[[Any], None], object]] = deque()
 
     # -- registration -----------------------------------------------------
     def open(self, fd: int) -> _Fd:
@@ -230,7 +230,7 @@ class EpollEngine(Engine[_Fd]):
             result = _errno_of(exc)
         self._ready.append((handle, on_sent, result))
 
-    def connect(self, handle: _Fd, address: tuple, on_connected: ResultCallback) -> None:
+    def connect(self, handle: _Fd, address: tuple[Any, ...], on_connected: ResultCallback) -> None:
         fd = handle.fd
         with _sockets.borrowed(fd) as sock:
             try:
@@ -338,7 +338,7 @@ class EpollEngine(Engine[_Fd]):
                 return
             try:
                 # socket's own accept4 (CLOEXEC) without making a socket object.
-                fd, _address = listener._accept()
+                fd, _address = listener._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 return
             except OSError as exc:

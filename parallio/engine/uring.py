@@ -40,7 +40,7 @@ import os
 import platform
 import socket
 import struct
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import _sockets
 from . import _uring_abi as abi
@@ -107,7 +107,12 @@ _COPY_LIMIT = 32 * 1024
 _JOIN_LIMIT = 16 * 1024
 
 _c_char_p = ctypes.c_char_p
-_address_of_pointer = ctypes.c_void_p.from_buffer
+_pointer_slot = ctypes.c_void_p.from_buffer
+
+
+def _address_of_pointer(pointer: ctypes.c_char_p) -> int:
+    """The address a ``c_char_p`` holds (the start of its bytes)."""
+    return _pointer_slot(pointer).value or 0
 _c_char_from_buffer = ctypes.c_char.from_buffer
 _addressof = ctypes.addressof
 
@@ -121,7 +126,7 @@ def _bytes_data_offset() -> int:
     have a larger header). Checked on two objects of different sizes."""
     offsets = set()
     for probe in (b"parallio", b"x" * 4097):
-        offsets.add(_address_of_pointer(_c_char_p(probe)).value - id(probe))
+        offsets.add(_address_of_pointer(_c_char_p(probe)) - id(probe))
     if len(offsets) != 1:
         raise ImportError("bytes objects' contents are not at a fixed offset here")
     return offsets.pop()
@@ -154,7 +159,7 @@ def _pin(buffer: Buffer) -> tuple[object, int, int]:
         if length >= _COPY_LIMIT:
             return view, abi.readonly_address(view), length
         pointer = _c_char_p(view.tobytes())
-        return pointer, _address_of_pointer(pointer).value, length
+        return pointer, _address_of_pointer(pointer), length
     if view.format != "B":
         view = view.cast("B")
     pinned = _c_char_from_buffer(view)
@@ -226,7 +231,9 @@ class UringEngine(Engine[_Handle]):
             raise ValueError(f"buffer_size must be in 1..{READ_CHUNK}")
         # A big CQ ring (8x) so multishot bursts rarely overflow; when they do,
         # NODROP keeps the completions in the kernel until _reap flushes them.
-        self._ring = ring = self._setup(entries, entries * 8)
+        ring = self._setup(entries, entries * 8)
+        #: None once torn down.
+        self._ring: abi.Ring | None = ring
         #: The IORING_SETUP_* flags the kernel accepted.
         self.setup_flags: int = ring.setup_flags
         #: The IORING_FEAT_* flags the kernel reported.
@@ -302,7 +309,6 @@ class UringEngine(Engine[_Handle]):
                 if exc.errno != errno.EINVAL or flags == _SETUP_CHOICES[-1]:
                     raise
             else:
-                ring.setup_flags = flags
                 return ring
         raise AssertionError("unreachable: the last choice raises or returns")
 
@@ -677,7 +683,7 @@ class UringEngine(Engine[_Handle]):
             sent = -(exc.errno or errno.EIO)
         on_sent(sent)
 
-    def connect(self, handle: _Handle, address: tuple, on_connected: ResultCallback) -> None:
+    def connect(self, handle: _Handle, address: tuple[Any, ...], on_connected: ResultCallback) -> None:
         sockaddr = bytearray(_sockaddr(handle.fd, address))
         pinned = _c_char_from_buffer(sockaddr)
         handle.on_written = on_connected
@@ -899,7 +905,7 @@ class UringEngine(Engine[_Handle]):
             self._buffers = None
 
 
-def _sockaddr(fd: int, address: tuple) -> bytes:
+def _sockaddr(fd: int, address: tuple[Any, ...]) -> bytes:
     """Encode ``address`` as a ``struct sockaddr`` for the socket ``fd``."""
     with _sockets.borrowed(fd) as sock:
         family_number = sock.family

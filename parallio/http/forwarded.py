@@ -107,7 +107,7 @@ def _client_hop(addresses: list[str], trusted: TrustedAddresses) -> Optional[int
         return None
     for index in range(len(addresses) - 1, -1, -1):
         address = _address(addresses[index])
-        if address is None or address[0] not in trusted:  # type: ignore[index]
+        if address is None or address[0] not in trusted:
             return index
     return 0
 

@@ -198,7 +198,7 @@ def _name_bytes(name: Union[str, bytes]) -> bytes:
 
 
 def _render_pairs(headers: HeaderPairs) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     cached_name = _NAMES.get
     for name, value in headers:

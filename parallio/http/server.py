@@ -73,6 +73,7 @@ import logging
 import os
 import re
 import sys
+import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from urllib.parse import parse_qsl
 
@@ -128,7 +129,7 @@ def module_level_ref(obj: Any, module_name: Optional[str], kind: str) -> ObjectR
 def _caller_module(obj: Any) -> Optional[str]:
     """The module whose code created ``obj``, skipping the ``__init__``
     methods of its own class chain (a subclass calling super().__init__)."""
-    frame = sys._getframe(2)
+    frame: Optional[types.FrameType] = sys._getframe(2)
     while frame is not None and frame.f_code.co_name == "__init__" \
             and frame.f_locals.get("self") is obj:
         frame = frame.f_back

@@ -493,7 +493,7 @@ class _WsgiProtocol(HttpProtocol):
         except OSError:
             transport.abort()  # the client left before its address could be read
             return
-        self.pool = transport.loop.extension(ThreadPool)  # type: ignore[arg-type]
+        self.pool = transport.loop.extension(ThreadPool)
         self.pool.ensure(self.server.threads)
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
@@ -539,7 +539,7 @@ class _WsgiProtocol(HttpProtocol):
             if event is None:
                 return
             if event.__class__ is Request:
-                self._begin(event)  # type: ignore[arg-type]
+                self._begin(event)
             elif exchange is None:
                 continue  # the body of a request answered without it (CONNECT)
             elif event.__class__ is EndOfMessage:

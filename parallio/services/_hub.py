@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast
 
 from .. import _control
 from .._ref import ObjectRef
@@ -153,8 +153,9 @@ def dumps(obj: Any) -> bytes:
 def exc_payload(exc: BaseException) -> tuple:
     """An exception as picklable data, traceback included as text."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    data: bytes | None
     try:
-        data: bytes | None = dumps(exc)
+        data = dumps(exc)
         pickle.loads(data)
     except Exception:
         data = None
@@ -192,18 +193,40 @@ def result_payload(value: Any) -> tuple[bool, Any]:
 
 # -- the main side ----------------------------------------------------------------
 
-_main_setups: list[Callable[["MainHub"], None]] = []
-_worker_setups: list[Callable[["WorkerHub"], None]] = []
+_main_setups: list[Callable[["MainHub"], object]] = []
+_worker_setups: list[Callable[["WorkerHub"], object]] = []
 
 
-def on_main_setup(setup: Callable[["MainHub"], None]) -> None:
+def on_main_setup(setup: Callable[["MainHub"], object]) -> None:
     """Call ``setup`` with each new runtime's :class:`MainHub`."""
     _main_setups.append(setup)
 
 
-def on_worker_setup(setup: Callable[["WorkerHub"], None]) -> None:
+def on_worker_setup(setup: Callable[["WorkerHub"], object]) -> None:
     """Call ``setup`` with each new worker's :class:`WorkerHub`."""
     _worker_setups.append(setup)
+
+
+_Service = TypeVar("_Service")
+
+
+class _Services:
+    """Each service's own state on one hub, found by its class: a service
+    installs an instance when the hub is made and looks it up later."""
+
+    def __init__(self) -> None:
+        self._services: dict[type, object] = {}
+
+    def install(self, service: _Service) -> _Service:
+        self._services[type(service)] = service
+        return service
+
+    def service(self, kind: type[_Service]) -> _Service:
+        """The instance of ``kind`` installed on this hub."""
+        try:
+            return cast(_Service, self._services[kind])
+        except KeyError:
+            raise LookupError(f"no {kind.__qualname__} is installed on this hub") from None
 
 
 #: Live main hubs, oldest first. Guarded by _hubs_lock: user threads read it.
@@ -214,10 +237,11 @@ _hubs_lock = threading.Lock()
 _unhandled: list[BaseException] = []
 
 
-class MainHub:
+class MainHub(_Services):
     """The services' state for one runtime, on the main thread's side."""
 
     def __init__(self, runtime: Runtime) -> None:
+        _Services.__init__(self)
         self.runtime = runtime
         #: Set by parallio.map for its own short-lived runtimes: those do not
         #: take work queued for the next run().
@@ -227,9 +251,8 @@ class MainHub:
         self.live = True
         #: Worker positions whose worker serves now.
         self.ready: set[int] = set()
-        self.state: dict[str, Any] = {}
         self._ready_callbacks: list[Callable[[int], None]] = []
-        self._gone_callbacks: list[Callable[[int], None]] = []
+        self._gone_callbacks: list[Callable[[int], object]] = []
         self._close_callbacks: list[Callable[[], None]] = []
         self.extras: dict[str, Any] = runtime.extras.setdefault(KEY, {})
         self.pass_fds: list[int] = runtime.extras.setdefault("pass_fds", [])
@@ -251,7 +274,7 @@ class MainHub:
         """Call ``callback(seq_id)`` when a worker serves, again after a restart."""
         self._ready_callbacks.append(callback)
 
-    def on_gone(self, callback: Callable[[int], None]) -> None:
+    def on_gone(self, callback: Callable[[int], object]) -> None:
         """Call ``callback(seq_id)`` when a worker stopped or died."""
         self._gone_callbacks.append(callback)
 
@@ -383,14 +406,14 @@ class MainThreadGone(RuntimeError):
     """The main thread did not answer: it stopped, or died."""
 
 
-class WorkerHub:
+class WorkerHub(_Services):
     """The services' state in one worker. Everything here runs on the
     worker's own thread, in its loop."""
 
     def __init__(self, worker: Worker) -> None:
+        _Services.__init__(self)
         self.worker = worker
         self.extras: dict[str, Any] = worker.spec.extras.get(KEY, {})
-        self.state: dict[str, Any] = {}
         self.main_loaded = False
         self._reply_fd = worker.spec.reply_fd
         self._reply_reader = _control.MessageReader()

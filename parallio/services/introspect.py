@@ -162,12 +162,15 @@ def _pushed_stats() -> list[dict[str, Any]]:
     hub = current_hub()
     if hub is None:
         return []
-    return list(hub.state["pushed_stats"].values())
+    return list(hub.service(_PushedStats).values())
+
+
+class _PushedStats(dict):
+    """The counters each serving worker last reported, by worker position."""
 
 
 def _setup_main(hub: MainHub) -> None:
-    pushed: dict[int, dict[str, Any]] = {}
-    hub.state["pushed_stats"] = pushed
+    pushed = hub.install(_PushedStats())
 
     def on_push(seq_id: int, stats: dict[str, Any]) -> None:
         pushed[seq_id] = stats

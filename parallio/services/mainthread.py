@@ -80,7 +80,7 @@ def call_from_main_thread(func: Callable[..., Any], args: Any = _OMITTED,
         func(*args, **kwds)
         return None
     payload = dumps((ref_of(func), args, kwds))
-    _counters(hub)["main_calls"] += 1
+    _counters(hub).main_calls += 1
     hub.send(("svc_call", None, payload))
     return None
 
@@ -119,7 +119,7 @@ def call_from_main_thread_and_wait(func: Callable[..., Any], args: Any = _OMITTE
     if hub is None:
         return func(*args, **kwds)
     payload = dumps((ref_of(func), args, kwds))
-    _counters(hub)["main_calls"] += 1
+    _counters(hub).main_calls += 1
     return hub.call_main(payload, timeout)
 
 
@@ -158,13 +158,22 @@ def _setup_main(hub: MainHub) -> None:
     hub.runtime.add_message_handler("svc_call", on_call)
 
 
-def _counters(hub: WorkerHub) -> dict[str, int]:
-    return hub.state["mainthread"]
+class _MainThreadCounters:
+    """What one worker asked of the main thread."""
+
+    def __init__(self) -> None:
+        self.main_calls = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"main_calls": self.main_calls}
+
+
+def _counters(hub: WorkerHub) -> _MainThreadCounters:
+    return hub.service(_MainThreadCounters)
 
 
 def _setup_worker(hub: WorkerHub) -> None:
-    counters = hub.state["mainthread"] = {"main_calls": 0}
-    hub.worker.stats_providers.append(lambda: dict(counters))
+    hub.worker.stats_providers.append(hub.install(_MainThreadCounters()).stats)
 
 
 on_main_setup(_setup_main)

@@ -196,6 +196,7 @@ def readonly(value: Any) -> Any:
 
 class _ReadOnly:
     __slots__ = ("_target",)
+    _target: Any
 
     def __init__(self, target: Any) -> None:
         object.__setattr__(self, "_target", target)
@@ -553,7 +554,7 @@ def shared(name: str) -> Any:
             raise KeyError(f"nothing is shared as {name!r}: call parallio.share({name!r}, obj) "
                            "before run()")
         return entry.local_value() if entry.obj is None else entry.obj
-    cache: builtins.dict[str, Any] = hub.state["shared"]
+    cache = hub.service(_SharedCache)
     try:
         return cache[name]
     except KeyError:
@@ -586,8 +587,12 @@ def _setup_main_shares(hub: MainHub) -> None:
         hub.pass_fds.extend(entry.fd for entry in entries)
 
 
+class _SharedCache(builtins.dict):
+    """One worker's objects found by name with :func:`shared`, by name."""
+
+
 def _setup_worker_shares(hub: WorkerHub) -> None:
-    hub.state["shared"] = {}
+    hub.install(_SharedCache())
 
 
 # -- protected objects -----------------------------------------------------------------
@@ -728,7 +733,7 @@ class Protected(_ProtectedBase):
             if isinstance(result, (collections.abc.MappingView, collections.abc.Iterator)):
                 # keys(), items(), iter(): read now, under the lock, not later
                 # while others change the object.
-                return builtins.list(result)
+                return builtins.list(result)  # type: ignore[arg-type]
             return result
 
     def _op(self, op: str, *args: Any, **kwds: Any) -> Any:

@@ -118,7 +118,7 @@ class Timer:
             _started[self.timer_id] = self
         hub = current_hub()
         if hub is not None:
-            timers: _TimersMain = hub.state["timers"]
+            timers = hub.service(_TimersMain)
             hub.call_soon(lambda: timers.dispatch(self))
         return self
 
@@ -132,7 +132,7 @@ class Timer:
             self._deactivate()
         hub = current_hub()
         if hub is not None:
-            timers: _TimersMain = hub.state["timers"]
+            timers = hub.service(_TimersMain)
             hub.call_soon(lambda: timers.cancel(self))
 
     def shutdown(self) -> None:
@@ -249,7 +249,7 @@ class _TimersMain:
         if entry is None:
             return
         timer = entry[0]
-        error = None
+        error: BaseException | None = None
         if ok:
             try:
                 data = pickle.loads(value)
@@ -341,7 +341,7 @@ class _TimersWorker:
 
 
 def _setup_main(hub: MainHub) -> None:
-    hub.state["timers"] = _TimersMain(hub)
+    hub.install(_TimersMain(hub))
 
 
 def _pending_refs() -> list:

@@ -115,7 +115,7 @@ def submit_work(func: Callable[..., Any], args: Any = (), kwds: dict[str, Any] |
         if main is None:
             _pending.append(item)
             return
-    main.state["work"].submit(item)
+    main.service(_WorkMain).submit(item)
 
 
 def _run(func: Callable, args: tuple, kwds: dict, callback: Callable | None,
@@ -261,7 +261,7 @@ class _WorkMain:
 
 
 def _counters(hub: WorkerHub) -> dict[str, int]:
-    return hub.state["work"]
+    return hub.service(_WorkWorker).counters
 
 
 class _WorkWorker:
@@ -269,7 +269,7 @@ class _WorkWorker:
 
     def __init__(self, hub: WorkerHub) -> None:
         self.hub = hub
-        self.counters = hub.state["work"] = {
+        self.counters = {
             "work_submitted": 0, "work_done": 0, "work_errors": 0, "map_chunks": 0}
         self._cancelled_maps: set[int] = set()
         worker = hub.worker
@@ -485,12 +485,12 @@ def map(func: Callable[[Any], Any], iterable: Iterable[Any], workers: int | None
         if threading.get_ident() == hub.runtime.supervisor_ident:
             raise RuntimeError("parallio.map() cannot wait on the main thread's loop while "
                                "it serves: use submit_work() with a callback instead")
-        maps: _MapMain = hub.state["map"]
+        maps = hub.service(_MapMain)
         maps.add(job)
         return _collect(job, maps, hub, timeout)
     runtime = Runtime([], workers=min(count, len(slices)), parallel=parallel, io=io,
                       extras={"refs": [ref], "private": True})
-    maps = hub_of(runtime).state["map"]
+    maps = hub_of(runtime).service(_MapMain)
     maps.add(job)
     runtime.start()
     try:
@@ -517,10 +517,10 @@ def _collect(job: _MapJob, maps: _MapMain, hub: MainHub, timeout: float | None) 
 
 
 def _setup_main(hub: MainHub) -> None:
-    hub.state["work"] = _WorkMain(hub)
-    hub.state["map"] = _MapMain(hub)
+    hub.install(_WorkMain(hub))
+    hub.install(_MapMain(hub))
 
 
 on_main_setup(_setup_main)
-on_worker_setup(_WorkWorker)
+on_worker_setup(lambda hub: hub.install(_WorkWorker(hub)))
 on_pending(_pending_refs)

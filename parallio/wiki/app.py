@@ -74,8 +74,7 @@ class _Counters:
     __slots__ = COUNTER_NAMES
 
     def __init__(self) -> None:
-        for name in COUNTER_NAMES:
-            setattr(self, name, 0)
+        self.searches = self.entries = self.ranges = self.offsets = self.not_found = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_NAMES}

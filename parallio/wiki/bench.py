@@ -96,6 +96,12 @@ class Server:
     problem: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
+    def live(self) -> RunningServer:
+        """The process of a contender that was started."""
+        if self.running is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.running
+
 
 def parallio_argv(data: str, host: str, workers: int, port: int) -> list[str]:
     return [sys.executable, "-m", "parallio", "--log-level", "WARNING", "wiki", "--data", data,
@@ -207,7 +213,7 @@ def python_index_bytes(index: Index) -> int:
 def measure_memory(data: str, hosts: list[str], wrk: str, lua: str, scratch: Path,
                    seconds: int) -> list[dict[str, Any]]:
     mapping = "parallio-" + Wiki(data).share_name
-    rows = []
+    rows: list[dict[str, Any]] = []
     for host in hosts:
         for workers in (1, 2):
             port = srv.free_port()
@@ -224,7 +230,7 @@ def measure_memory(data: str, hosts: list[str], wrk: str, lua: str, scratch: Pat
                         lua=lua)
                 searches = [report["searches"] for report in worker_reports(
                     port, workers, lambda reports: all(r["searches"] for r in reports))]
-                pids = server.running.pids()
+                pids = server.live().pids()
                 per_process = [_smaps_figures(pid, mapping) for pid in pids]
                 rows.append({
                     "host": host, "workers": workers, "processes": len(pids),
@@ -237,7 +243,7 @@ def measure_memory(data: str, hosts: list[str], wrk: str, lua: str, scratch: Pat
                 })
                 say(f"memory: {host} x{workers}: PSS {rows[-1]['pss'] / 2**20:.1f} MiB")
             finally:
-                server.running.stop()
+                server.live().stop()
     return rows
 
 
@@ -252,7 +258,7 @@ def measure_throughput(servers: list[Server], wrk: str, lua: str, seconds: int, 
     for number in range(rounds):
         order = live[number % len(live):] + live[:number % len(live)] if live else []
         for server in order:
-            pids = server.running.pids()
+            pids = server.live().pids()
             before = cpu_times(pids)
             try:
                 result = run_wrk(wrk, f"http://127.0.0.1:{server.port}/",

@@ -31,6 +31,7 @@ which; an index from the other order is refused, not misread)::
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 from bisect import bisect_left, bisect_right
 import unicodedata
@@ -53,7 +54,7 @@ _U32_LIMIT = 1 << 32
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 10
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
 
 class IndexFormatError(ValueError):

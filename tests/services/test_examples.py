@@ -31,7 +31,7 @@ def test_parallel_work(host):
 
 
 def test_timers_daytime(host):
-    output = run_example("timers_daytime.py", "--port", "0", "--seconds", "2.5",
+    output = run_example("timers_daytime.py", "--port", "0", "--seconds", "4",
                          "--workers", "2", "--parallel", host, "--io", "epoll")
     assert re.search(r"^daytime says: \w+day, \w+ \d\d, \d{4} \d\d:\d\d:\d\d", output, re.M)
     ticks = int(re.search(r"^clock ticked (\d+) time", output, re.M).group(1))

@@ -277,3 +277,13 @@ def test_a_drain_lets_the_request_on_a_thread_finish(combo):
             runtime.stop()
         else:
             stopper.join(30)
+
+
+def test_a_whole_body_read_larger_than_the_high_water_mark(combo):
+    """read() of a body far past the 256 KiB at which input pauses: the
+    application asked for all of it, so it keeps coming."""
+    body = b"b" * (3 * 1024 * 1024)
+    with serving(WsgiServer("tests._wsgi_apps:upload_size", threads=2), combo) as runtime:
+        with Client(address_of(runtime), timeout=20) as client:
+            reply = client.request("POST", "/", body=body)
+            assert reply.status == 200 and reply.body == str(len(body)).encode()

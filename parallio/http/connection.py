@@ -99,6 +99,9 @@ class HttpProtocol:
 
     def connection_lost(self, transport: "Transport", exc: BaseException | None) -> None:
         self.worker_http.discard(self)
+        # The cached request points back here (request.origin): no cycle
+        # outlives the connection.
+        self._forwarded = None
 
     def data_received(self, transport: "Transport", data: bytes) -> None:
         self.active = True

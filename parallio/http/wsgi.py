@@ -68,6 +68,7 @@ import os
 import stat
 import sys
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 from urllib.parse import unquote_to_bytes
 
@@ -151,7 +152,9 @@ class _Input:
                  "_read_any")
 
     def __init__(self, exchange: "_Exchange") -> None:
-        self._exchange = exchange
+        # Weak: the exchange holds this input, and refcounting alone frees
+        # both (the application's thread holds the exchange while it reads).
+        self._exchange = weakref.ref(exchange)
         self._buffer = bytearray()
         self._ended = False
         self._error: Optional[BaseException] = None
@@ -192,10 +195,20 @@ class _Input:
         """Wait until ``enough()`` or the body ended (under the lock)."""
         if not self._read_any:
             self._read_any = True
-            self._exchange.first_read()
+            exchange = self._exchange()
+            if exchange is not None:
+                exchange.first_read()
         while not enough() and not self._ended:
             if self._error is not None:
                 raise self._error
+            if self.paused:
+                # More was asked for than the high water mark lets in (a
+                # whole-body read()): the body comes on, as far as the
+                # application wants it.
+                self.paused = False
+                exchange = self._exchange()
+                if exchange is not None:
+                    exchange.input_drained()
             self.waiting = True
             self._cond.wait()
             self.waiting = False
@@ -206,7 +219,9 @@ class _Input:
         del buffer[:size]
         if self.paused and len(buffer) < _INPUT_LOW:
             self.paused = False
-            self._exchange.input_drained()
+            exchange = self._exchange()
+            if exchange is not None:
+                exchange.input_drained()
         return data
 
     def read(self, size: Optional[int] = -1) -> bytes:
@@ -252,7 +267,7 @@ class _Exchange(Job):
 
     __slots__ = ("protocol", "pool", "request", "environ", "input", "cond", "status", "headers",
                  "length", "close", "committed", "outbox", "outbox_bytes", "backlog", "posted",
-                 "stopped", "stream", "finished", "timer", "flushed_file")
+                 "stopped", "stream", "finished", "timer", "flushed_file", "__weakref__")
 
     def __init__(self, protocol: "_WsgiProtocol", request: Request, environ: dict[str, Any]) -> None:
         super().__init__()
@@ -460,6 +475,19 @@ class _Exchange(Job):
         return self.status, self.headers, self.length, not self.close
 
 
+def _head_maker(exchange: _Exchange) -> Callable[[bool], StreamHead]:
+    """``exchange.make_head`` without the reference from its stream back
+    to it: no cycle per request."""
+    reference = weakref.ref(exchange)
+
+    def make_head(ended: bool) -> StreamHead:
+        owner = reference()
+        assert owner is not None  # the protocol holds it while its stream runs
+        return owner.make_head(ended)
+
+    return make_head
+
+
 def _check_status(status: Any) -> int:
     if type(status) is not str:
         raise TypeError(f"the status must be str, not {type(status).__name__}")
@@ -532,9 +560,13 @@ class _WsgiProtocol(HttpProtocol):
                     return
                 if request_input.buffered > _INPUT_HIGH:
                     with exchange.cond:
-                        request_input.paused = True
-                    transport.pause_reading()
-                    return
+                        # Not while the application waits for more than
+                        # is there: it asked for it.
+                        wanted = request_input.waiting
+                        request_input.paused = not wanted
+                    if not wanted:
+                        transport.pause_reading()
+                        return
             event = parser.next_event()
             if event is None:
                 return
@@ -571,7 +603,7 @@ class _WsgiProtocol(HttpProtocol):
         environ = self.base_environ.copy()
         _fill_environ(environ, request, self)
         exchange = self.exchange = _Exchange(self, request, environ)
-        exchange.stream = BodyStream(transport, request, exchange.make_head)
+        exchange.stream = BodyStream(transport, request, _head_maker(exchange))
         timeout = self.server.request_timeout
         if timeout is not None:
             exchange.timer = transport.loop.call_later(timeout, self._timed_out, exchange)

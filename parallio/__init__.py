@@ -12,7 +12,7 @@ a protocol needs it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence, Union
 
 from . import _context, _listen, _logging, transport
 from ._version import __version__
@@ -29,13 +29,15 @@ from .services.shared import (AssignmentError, ProtectionError, SharedBuffer, pr
                               share, shared, unshare)
 from .services.timers import Timer, timer
 from .services.work import WorkerLost, submit_work
+from .trust import DEFAULT_TRUSTED, TrustedAddresses
 from .transport import NotInCallback, Transport
 from .worker import current_worker
 
 __all__ = [
     "__version__", "server", "inherited_servers", "client", "register", "run", "start", "transport",
     "current_transport", "thread_seq_id", "cpu_count", "is_parallel_thread", "stats", "Runtime",
-    "Transport", "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "Supervision",
+    "Transport", "Endpoint", "ProtocolError", "WorkerStartupError", "NotInCallback", "TlsConfig",
+    "Supervision",
     # PyParallel's services. parallio.map, parallio.dict and parallio.list are
     # left out of * on purpose: they would shadow the builtins.
     "submit_work", "timer", "Timer", "call_from_main_thread", "call_from_main_thread_and_wait",
@@ -57,6 +59,10 @@ def __getattr__(name: str) -> Any:
     if name in ("map", "dict", "list"):
         from .services import shared as _shared, work as _work
         return {"map": _work.map, "dict": _shared.dict, "list": _shared.list}[name]
+    if name == "TlsConfig":
+        # On use: a process without TLS does not load the ssl module.
+        from .tls import TlsConfig
+        return TlsConfig
     raise AttributeError(f"module 'parallio' has no attribute {name!r}")
 
 
@@ -66,25 +72,41 @@ _current: Runtime | None = None
 
 
 def server(host: str | None = None, port: int | None = None, *, path: str | None = None,
-           mode: int | None = None, fd: int | None = None, backlog: int = 1024) -> Endpoint:
+           mode: int | None = None, fd: int | None = None, backlog: int = 1024,
+           ssl: Any = None, proxy_protocol: bool = False,
+           proxy_allow_ips: Union[str, Sequence[str]] = DEFAULT_TRUSTED) -> Endpoint:
     """A server every worker accepts on, listening from now on: TCP on
     ``host``:``port`` (IPv4 or IPv6; ``"::"`` takes IPv4 connections too;
     port 0 picks a free one, read it back from ``.port``), the unix socket
     at ``path`` (its permissions ``mode``, say ``0o660``), or the inherited
     listening socket ``fd``. Raises :class:`OSError` naming the address
-    when it cannot listen there (in use, permission denied)."""
+    when it cannot listen there (in use, permission denied).
+
+    ``ssl`` serves TLS: a :class:`parallio.tls.TlsConfig`, a module-level
+    function returning an :class:`ssl.SSLContext` (each worker calls it),
+    or an ``SSLContext`` (threads host only: a context cannot be sent to
+    other processes or interpreters). ``proxy_protocol`` reads a PROXY
+    protocol header (v1 or v2) at the start of each connection, from the
+    peers in ``proxy_allow_ips`` only (addresses, networks, ``"*"``)."""
     if sum((host is not None or port is not None, path is not None, fd is not None)) != 1:
         raise TypeError("parallio.server() takes host and port, path=, or fd=")
     if _context.in_worker_import():
         return Endpoint("server", host or "", port or 0, 0, ())
     _check_main("server")
     if path is not None:
-        return _listen.unix_server(path, mode, backlog)
-    if fd is not None:
-        return _listen.fd_server(fd, backlog)
-    if host is None or port is None:
+        endpoint = _listen.unix_server(path, mode, backlog)
+    elif fd is not None:
+        endpoint = _listen.fd_server(fd, backlog)
+    elif host is None or port is None:
         raise TypeError("parallio.server() needs both host and port")
-    return make_server(host, port, backlog)
+    else:
+        endpoint = make_server(host, port, backlog)
+    if ssl is not None:
+        from .tls import ssl_source
+        endpoint.tls = ssl_source(ssl)
+    if proxy_protocol:
+        endpoint.proxy_allowed = TrustedAddresses(proxy_allow_ips)
+    return endpoint
 
 
 def inherited_servers(backlog: int = 1024) -> list[Endpoint]:

@@ -36,6 +36,11 @@ class Endpoint:
     dualstack: bool = False
     #: Where an inherited socket came from (``fd://3``, ``systemd fd 3``).
     origin: str = ""
+    # What connections pass through before the protocol (parallio.edge):
+    # TLS (a parallio.tls.TlsSource) and the PROXY protocol header, read
+    # from the peers in proxy_allowed (a parallio.trust.TrustedAddresses).
+    tls: Any = None
+    proxy_allowed: Any = None
     # Main-thread only, not sent to workers: the socket holding a TCP
     # server's port (reserved, and resolved for port 0, while workers come
     # and go) or the shared listening socket, and what to clean up after.

@@ -72,9 +72,16 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def make_server(host: str, port: int, backlog: int = 1024) -> Endpoint:
-    """A TCP server endpoint; see :mod:`parallio._listen` for the others."""
-    return _listen.tcp_server(host, port, backlog)
+def make_server(host: str, port: int, backlog: int = 1024, *, tls: Any = None,
+                proxy_allowed: Any = None) -> Endpoint:
+    """A TCP server endpoint (see :mod:`parallio._listen` for the others);
+    ``tls`` (a :data:`parallio.tls.TlsSource`) and ``proxy_allowed``
+    (:class:`parallio.trust.TrustedAddresses`) as
+    :class:`~parallio._spec.Endpoint` keeps them."""
+    endpoint = _listen.tcp_server(host, port, backlog)
+    endpoint.tls = tls
+    endpoint.proxy_allowed = proxy_allowed
+    return endpoint
 
 
 def open_listener(endpoint: Endpoint) -> socket.socket:

@@ -62,7 +62,7 @@ class Transport(Stream):
     """
 
     __slots__ = ("protocol", "_spec", "_data_received", "_send_complete", "_lines",
-                 "_send_seq", "_peer", "_local", "_counters")
+                 "_send_seq", "_peer", "_local", "_counters", "_paused")
 
     loop: ProtocolLoop
 
@@ -77,6 +77,7 @@ class Transport(Stream):
         self.protocol: Any = None
         self._data_received: Callable[..., Any] | None = None
         self._send_complete: Callable[..., Any] | None = None
+        self._paused = False
 
     @property
     def fd(self) -> int:
@@ -210,7 +211,21 @@ class Transport(Stream):
         self._stop_reading()
 
     def _under_low_water(self) -> None:
-        if not self.closing:
+        if not self.closing and not self._paused:
+            self._start_reading()
+
+    def pause_reading(self) -> None:
+        """Stop taking data from the peer until :meth:`resume_reading`:
+        backpressure from a protocol whose consumer is behind (the kernel's
+        buffers fill, then the peer's sends wait)."""
+        self._paused = True
+        self._stop_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading` (unless output is over
+        the high water mark: then once it drains)."""
+        self._paused = False
+        if not self.closing and not self._over_water:
             self._start_reading()
 
     # -- addresses --------------------------------------------------------

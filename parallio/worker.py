@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol, TypeVar
 from . import _context, _control, _errors, _logging, _memory
 from ._ref import ObjectRef
 from ._spec import Endpoint, MainModule, WorkerSpec
+from .edge import TransportFactory, transport_factory
 from .engine import make_engine
 from .engine.base import Handle
 from .protocol import ProtocolSpec
@@ -118,15 +119,17 @@ class Driver(Protocol):
 
 
 class _Listener:
-    __slots__ = ("sock", "handle", "endpoint", "spec", "on_accept", "paused", "failures",
-                 "logged_at", "suppressed")
+    __slots__ = ("sock", "handle", "endpoint", "spec", "make", "on_accept", "paused",
+                 "failures", "logged_at", "suppressed")
 
     def __init__(self, sock: socket.socket, handle: Handle, endpoint: Endpoint,
-                 spec: ProtocolSpec) -> None:
+                 spec: ProtocolSpec, make: TransportFactory) -> None:
         self.sock = sock
         self.handle = handle
         self.endpoint = endpoint
         self.spec = spec
+        #: Makes its connections' transports (TLS, a PROXY header, or plain).
+        self.make = make
         self.on_accept: Callable[[int], None] | None = None
         self.paused = False
         self.failures = 0          # consecutive accepts refused for lack of resources
@@ -162,6 +165,9 @@ class Worker:
         self.busy_checks: list[Callable[[], bool]] = []
         # More counters for stats(), from the layers above (services).
         self.stats_providers: list[Callable[[], dict[str, Any]]] = []
+        #: Called when the worker ends, before its engine shuts down (a
+        #: thread pool ends its threads).
+        self.close_callbacks: list[Callable[[], None]] = []
         self._extensions: dict[Callable[["Worker"], Any], Any] = {}
         self.connections_total = 0
         # Listening descriptors handed to this worker and not yet listened
@@ -210,7 +216,8 @@ class Worker:
         # workers come and go: connections waiting in its backlog outlive a
         # worker that dies or is replaced, and its successor accepts them.
         sock = socket.socket(fileno=fd)
-        listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec)
+        make = transport_factory(endpoint.tls, endpoint.proxy_allowed)
+        listener = _Listener(sock, self.engine.open(sock.fileno()), endpoint, spec, make)
         self.listeners.append(listener)
 
         def on_accept(fd: int) -> None:
@@ -221,7 +228,7 @@ class Worker:
                     self._accept_failed(listener, -fd)
                 return
             listener.failures = 0
-            self.serve_connection(fd, spec)
+            self.serve_connection(fd, spec, make)
 
         listener.on_accept = on_accept
         self._start_accepting(listener)
@@ -266,10 +273,12 @@ class Worker:
                 return
         self._start_accepting(listener)
 
-    def serve_connection(self, fd: int, spec: ProtocolSpec) -> Transport:
+    def serve_connection(self, fd: int, spec: ProtocolSpec,
+                         make: TransportFactory = Transport) -> Transport:
         """Run a protocol instance of ``spec`` on the connected socket ``fd``
-        (the worker now owns it)."""
-        transport = Transport(self, self.engine.open(fd), spec)
+        (the worker now owns it), on a transport ``make`` makes (with TLS,
+        say: see :func:`parallio.edge.transport_factory`)."""
+        transport = make(self, self.engine.open(fd), spec)
         connections = self.connections
         connections.add(transport)
         if len(connections) > self._peak_connections:
@@ -496,11 +505,11 @@ class Worker:
         # connections from the backlog once its accept is cancelled, and
         # none it took can be left without an owner.
         self._close_listeners()
-        for fd, spec in waiting:
-            self.serve_connection(fd, spec)
+        for fd, spec, make in waiting:
+            self.serve_connection(fd, spec, make)
         self.report_idle()
 
-    def _take_backlog(self) -> list[tuple[int, ProtocolSpec]]:
+    def _take_backlog(self) -> list[tuple[int, ProtocolSpec, TransportFactory]]:
         """Accept the connections waiting in the listeners' backlogs."""
         waiting = []
         for listener in self.listeners:
@@ -510,7 +519,7 @@ class Worker:
                 except OSError:
                     break  # empty (EAGAIN), or out of descriptors
                 os.set_blocking(fd, False)
-                waiting.append((fd, listener.spec))
+                waiting.append((fd, listener.spec, listener.make))
         return waiting
 
     def _close_listeners(self) -> None:
@@ -522,6 +531,13 @@ class Worker:
         for fd in self._unadopted_fds.values():
             os.close(fd)
         self._unadopted_fds.clear()
+
+    def run_close_callbacks(self) -> None:
+        for callback in self.close_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("worker %d: a close callback failed", self.seq_id)
 
     def close_all(self) -> None:
         """Drop every connection and listener now."""
@@ -629,6 +645,7 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         failure = _errors.describe(exc)
         if worker is not None:
             worker.close_all()
+            worker.run_close_callbacks()
             worker.engine.shutdown()
         elif spec is not None:
             for fd in spec.listen_fds:
@@ -651,6 +668,7 @@ def worker_main(control_fd: int, spec: WorkerSpec | None = None) -> bool:
         return False
     finally:
         worker.close_all()
+        worker.run_close_callbacks()
         worker.engine.shutdown()
         _context.set_worker(None)
 

@@ -171,6 +171,30 @@ class MoreClassic(Classic):
 classic = Classic()
 
 
+# -- where a request came from (proxies' fields) -------------------------------------
+
+def _origin(transport, request):
+    return {"client": list(request.client), "scheme": request.scheme, "host": request.host,
+            "peer": list(transport.peer)}
+
+
+#: Trusts the default proxy (127.0.0.1) only.
+origin_app = HttpServer()
+origin_app.route("/origin")(_origin)
+#: Trusts no proxy.
+untrusting_app = HttpServer(forwarded_allow_ips="")
+untrusting_app.route("/origin")(_origin)
+
+
+class OriginFastPath:
+    """The fast path's view of the same."""
+
+    http11 = True
+    forwarded_allow_ips = "127.0.0.0/8"
+
+    def origin(self, transport, request):
+        return _origin(transport, request)
+
 # -- the per-worker budget of unfinished bodies (tests/test_memory.py) -------------
 
 uploads = HttpServer(limits=Limits(max_body=8 * 1024 * 1024), body_budget=16 * 1024 * 1024)

@@ -208,3 +208,44 @@ class LoadedModules:
         import json
         import sys
         return json.dumps(sorted(m for m in sys.modules if m.startswith("parallio.http"))) + "\n"
+
+
+class TlsInfo:
+    """Says, as JSON, what the TLS handshake settled, then echoes lines;
+    ``file PATH`` sends that file through sendfile, ``bye`` closes."""
+
+    lines_mode = True
+
+    def connection_made(self, transport):
+        import json
+
+        subject = None
+        cert = transport.peercert
+        if cert:
+            subject = dict(item for rdn in cert["subject"] for item in rdn)
+        return json.dumps({
+            "sni": transport.server_hostname, "alpn": transport.alpn_protocol,
+            "version": transport.tls_version, "client": subject, "peer": list(transport.peer),
+            "proxied": transport.proxy_header is not None,
+        }) + "\n"
+
+    def lines_received(self, transport, line):
+        if line.startswith(b"file "):
+            transport.sendfile(b"<", line[5:].decode(), b">\n")
+            return None
+        if line == b"bye":
+            transport.close()
+            return b"bye\n"
+        return line + b"\n"
+
+
+class ProxiedPeer:
+    """Answers with the peer, the local address and the PROXY header's version."""
+
+    def connection_made(self, transport):
+        header = transport.proxy_header
+        version = header.version if header is not None else 0
+        return f"{transport.peer[0]} {transport.peer[1]} {transport.local[0]} {version}\n"
+
+    def data_received(self, transport, data):
+        return data

@@ -4,6 +4,7 @@ files) so that workers in every host can import them by path."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from urllib.parse import parse_qsl
@@ -54,11 +55,14 @@ def wsgi_app(environ, start_response):
         return [body]
     if path == "/echo":
         stream = environ["wsgi.input"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        first = stream.read(min(length, 5))
-        rest = stream.read(length - len(first))
+        if "CONTENT_LENGTH" in environ:
+            length = int(environ["CONTENT_LENGTH"] or 0)
+            first = stream.read(min(length, 5))
+            pieces = [first, stream.read(length - len(first))]
+        else:  # chunked: read to the end (wsgi.input_terminated)
+            pieces = list(iter(lambda: stream.read(7), b""))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return [first, rest]
+        return pieces
     if path == "/lines":
         lines = list(environ["wsgi.input"])
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -134,6 +138,69 @@ validated = validator(wsgi_app)
 #: Found by import path, as any module-level server.
 wsgi_server = WsgiServer(validator(wsgi_app), header_timeout=0.5, idle_timeout=1.0)
 
+
+def threaded(environ, start_response):
+    """Handlers that block, stream slowly or read slowly: what the pool is for."""
+    import io
+    import time
+
+    path = environ["PATH_INFO"]
+    query = _query(environ)
+    marker = query.get("marker", "")
+    if path == "/sleep":
+        time.sleep(float(query.get("seconds", "1")))
+        note(marker, "finished")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/fast":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"fast"]
+    if path == "/upload":
+        # Reads nothing for a while, then everything, counting.
+        time.sleep(float(query.get("wait", "0")))
+        stream = environ["wsgi.input"]
+        total = 0
+        while True:
+            piece = stream.read(65536)
+            if not piece:
+                break
+            total += len(piece)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(total).encode()]
+    if path == "/lines":
+        stream = environ["wsgi.input"]
+        lines = [stream.readline(), stream.readline(3), stream.read(2)]
+        lines += stream.readlines()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps([line.decode() for line in lines]).encode()]
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        file = open(query["path"], "rb")
+        file.seek(int(query.get("skip", "0")))
+        return environ["wsgi.file_wrapper"](file, 4096)
+    if path == "/file-like":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"not a file " * 1000), 4096)
+    if path == "/drip":
+        def drip():
+            for number in range(int(query.get("pieces", "10"))):
+                yield b"%d\n" % number
+                time.sleep(float(query.get("every", "0.2")))
+            note(marker, "dripped")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return drip()
+    if path == "/whoami":
+        # Which instance answered (the scale-out tests name them), for whom.
+        time.sleep(float(query.get("sleep", "0")))
+        body = json.dumps({"instance": os.environ.get("PARALLIO_TEST_INSTANCE"),
+                           "remote_addr": environ["REMOTE_ADDR"],
+                           "scheme": environ["wsgi.url_scheme"]}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+    if path == "/environ":
+        return wsgi_app(environ, start_response)
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"no such path\n"]
 
 def upload_size(environ, start_response):
     """Reads the whole body and answers with its length."""

@@ -42,9 +42,12 @@ def combo(request) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def serving(protocol: str, combo: tuple[str, str], workers: int = 1,
-            address: str = "127.0.0.1", drain_timeout: float = 5.0) -> Iterator[Runtime]:
+            address: str = "127.0.0.1", drain_timeout: float = 5.0,
+            **endpoint_options) -> Iterator[Runtime]:
+    """A runtime serving ``protocol``; ``endpoint_options`` go to
+    make_server (tls=, proxy_allowed=)."""
     host, engine = combo
-    endpoint = make_server(address, 0)
+    endpoint = make_server(address, 0, **endpoint_options)
     endpoint.protocol = protocol_ref(protocol)
     runtime = Runtime([endpoint], workers=workers, parallel=host, io=engine,
                       drain_timeout=drain_timeout)
@@ -100,3 +103,10 @@ def request(runtime: Runtime, payload: bytes, terminator: bytes = b"\n") -> byte
     with connect(runtime) as sock:
         sock.sendall(payload)
         return recv_until(sock, terminator)
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """A test CA with server and client certificates (tests/_tls.py)."""
+    from ._tls import make_certificates
+    return make_certificates(tmp_path_factory.mktemp("tls"))

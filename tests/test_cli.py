@@ -17,9 +17,12 @@ from .conftest import ENGINES, engine_skip_reason, recv_exactly, recv_until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_server_process(command: list[str], cwd: str = ROOT) -> tuple[subprocess.Popen, int, list[str]]:
+def start_server_process(command: list[str], cwd: str = ROOT,
+                         serving: str = r"serving <parallio server .*:(\d+)>"
+                         ) -> tuple[subprocess.Popen, int, list[str]]:
     """Start a command that serves, and return it with its port and the
-    stderr lines it printed up to its "serving" log line."""
+    stderr lines it printed up to its "serving" log line (``serving``, a
+    pattern whose group is the port)."""
     process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONPATH=ROOT))
     deadline = time.monotonic() + 30
@@ -29,7 +32,7 @@ def start_server_process(command: list[str], cwd: str = ROOT) -> tuple[subproces
         if not line:
             break
         lines.append(line)
-        match = re.search(r"serving <parallio server .*:(\d+)>", line)
+        match = re.search(serving, line)
         if match:
             return process, int(match.group(1)), lines
     process.kill()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, MutableMapping, Optional
+from typing import Any, Awaitable, Callable, MutableMapping, Optional, Union
 
 from ..http.accesslog import AccessLogConfig
 from ..http.parser import Limits
+from ..tls import TlsConfig
+from ..trust import DEFAULT_TRUSTED, TrustedAddresses
 
 __all__ = ["ASGIApp", "Config", "load_app", "AppLoadError"]
 
@@ -65,8 +67,14 @@ class Config:
     #: Messages queued for an application that is not receiving before the
     #: socket stops being read (backpressure).
     ws_max_queue: int = 32
-    #: The URL scheme reported to the application ("https" behind a TLS proxy).
+    #: The URL scheme reported to the application ("https" behind a TLS proxy
+    #: that sends no X-Forwarded-Proto); "https" anyway with ``tls``.
     scheme: str = "http"
+    #: Serve TLS with these settings (each worker builds its context).
+    tls: Optional[TlsConfig] = None
+    #: The proxies whose X-Forwarded-For/-Proto/-Host and Forwarded fields
+    #: set the scope's ``client`` and ``scheme`` (addresses, networks, "*").
+    forwarded_allow_ips: Union[str, TrustedAddresses] = DEFAULT_TRUSTED
     #: The ``Server`` header value (None: send none).
     server_header: Optional[str] = "parallio"
     #: Where and how each worker logs the responses (None: no access log).
@@ -79,6 +87,8 @@ class Config:
             raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with one")
         if self.body_chunk_size < 1:
             raise ValueError("body_chunk_size must be positive")
+        object.__setattr__(self, "forwarded_allow_ips",
+                           TrustedAddresses.of(self.forwarded_allow_ips))
 
 
 class AppLoadError(Exception):

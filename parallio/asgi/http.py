@@ -50,6 +50,7 @@ import time
 from collections import deque
 from typing import Any, Optional
 
+from ..http.forwarded import FORWARDING_FIELDS, resolve
 from ..http.parser import HttpError, Request, RequestParser
 from ..http.response import (
     CONTINUE_RESPONSE,
@@ -356,6 +357,34 @@ def _address(value: Any) -> Optional[tuple]:
     return None
 
 
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def _tls_extension(ssl_object: Any, server_cert: Optional[str]) -> dict[str, Any]:
+    """The ASGI TLS extension of a connection (asgiref's "tls" extension)."""
+    import ssl
+
+    from ..tls import rfc4514_name
+
+    cert = ssl_object.getpeercert()
+    der = ssl_object.getpeercert(binary_form=True)
+    cipher = ssl_object.cipher()
+    suite = None
+    if cipher is not None:
+        for known in ssl_object.context.get_ciphers():
+            if known["name"] == cipher[0]:
+                suite = known["id"] & 0xFFFF
+                break
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": rfc4514_name(cert["subject"]) if cert else None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(ssl_object.version()),
+        "cipher_suite": suite,
+    }
+
+
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection serving an ASGI application."""
 
@@ -365,6 +394,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.local: Optional[tuple] = None
         self.peer: Optional[tuple] = None
+        self.socket_peer: Any = None  # as getpeername() gives it
+        self.tls: Optional[dict[str, Any]] = None  # the scope's "tls" extension
         self.pending: deque[Request] = deque()  # complete requests not yet started
         self.cycle: Optional[HttpCycle] = None  # the request whose response is in progress
         self.websocket: Optional["WebSocketSession"] = None
@@ -384,7 +415,11 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.local = _address(transport.get_extra_info("sockname"))
-        self.peer = _address(transport.get_extra_info("peername"))
+        self.socket_peer = transport.get_extra_info("peername")
+        self.peer = _address(self.socket_peer)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls = _tls_extension(ssl_object, self.server.server_cert)
         self.server.connections.add(self)
         if self.server.access is not None:
             self.server.access.opened()
@@ -514,22 +549,40 @@ class HttpProtocol(asyncio.Protocol):
 
     def _scope(self, request: Request) -> dict:
         server = self.server
+        headers = []
+        forwarding = None
+        for name, value in request.headers:
+            if name in FORWARDING_FIELDS:
+                forwarding = forwarding or []
+                forwarding.append((name, value))
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        client, scheme = self.peer, server.scheme
+        if forwarding:
+            # A trusted proxy's word on who the client is (Forwarded,
+            # X-Forwarded-For/-Proto), as uvicorn's --forwarded-allow-ips.
+            origin = resolve(forwarding, self.socket_peer, scheme,
+                             server.config.forwarded_allow_ips)  # type: ignore[arg-type]
+            if origin.client is not self.socket_peer:
+                client = _address(origin.client)
+            scheme = origin.scheme
+        extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.trailers": {}}
+        if self.tls is not None:
+            extensions["tls"] = self.tls
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": _HTTP_VERSIONS[request.http_version],
             "server": self.local,
-            "client": self.peer,
-            "scheme": server.config.scheme,
+            "client": client,
+            "scheme": scheme,
             "method": request.method,
             "root_path": server.config.root_path,
             "path": server.config.root_path + request.path,
             "raw_path": server.raw_root_path + request.raw_path.encode("latin-1"),
             "query_string": request.query.encode("latin-1"),
-            "headers": [(name.encode("latin-1"), value.encode("latin-1"))
-                        for name, value in request.headers],
+            "headers": headers,
             "state": server.state.copy(),
-            "extensions": {"http.response.pathsend": {}, "http.response.trailers": {}},
+            "extensions": extensions,
         }
 
     def _upgrade(self, request: Request) -> bool:

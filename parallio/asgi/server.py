@@ -48,6 +48,8 @@ class ServerState:
         self.server_header = (prepare_headers([("Server", config.server_header)])
                               if config.server_header else PreparedHeaders(b""))
         self.raw_root_path = quote(config.root_path).encode("ascii")
+        self.scheme = "https" if config.tls is not None else config.scheme
+        self.server_cert = _first_certificate(config.tls.certfile) if config.tls else None
         self._all_closed: Optional[asyncio.Future[None]] = None
         self._sweeper = loop.call_later(_SWEEP_INTERVAL, self._sweep)
 
@@ -106,6 +108,19 @@ class ServerState:
             self.access.close()
 
 
+def _first_certificate(path: str) -> Optional[str]:
+    """The first PEM certificate in ``path`` (the server's own)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return None
+    begin = text.find("-----BEGIN CERTIFICATE-----")
+    end_marker = "-----END CERTIFICATE-----"
+    end = text.find(end_marker, begin)
+    return text[begin:end + len(end_marker)] + "\n" if begin >= 0 and end >= 0 else None
+
+
 async def serve_asgi(app: ASGIApp, sock: Union[socket.socket, Sequence[socket.socket]],
                      config: Config = Config(), *,
                      stop: Optional[asyncio.Event] = None,
@@ -117,13 +132,21 @@ async def serve_asgi(app: ASGIApp, sock: Union[socket.socket, Sequence[socket.so
     :class:`~parallio.asgi.lifespan.LifespanFailure` if the application's
     startup failed; nothing was accepted then."""
     loop = asyncio.get_running_loop()
+    # Built before the startup, so that a wrong certificate stops the worker at once.
+    context = config.tls.context() if config.tls is not None else None
     lifespan = Lifespan(app, config.lifespan)
     await lifespan.startup()
     state = ServerState(app, config, lifespan.state, loop, worker)
     servers = []
     try:
         for one in ([sock] if isinstance(sock, socket.socket) else sock):
-            servers.append(await loop.create_server(state.protocol, sock=one, backlog=1024))
+            if context is not None:
+                assert config.tls is not None
+                servers.append(await loop.create_server(
+                    state.protocol, sock=one, backlog=1024, ssl=context,
+                    ssl_handshake_timeout=config.tls.handshake_timeout))
+            else:
+                servers.append(await loop.create_server(state.protocol, sock=one, backlog=1024))
     except BaseException:
         for server in servers:
             server.close()

@@ -30,6 +30,10 @@ class Server(Protocol):
     raw_root_path: bytes
     #: The worker's access log, or None.
     access: Optional["AccessLog"]
+    #: "https" for TLS (or as the configuration says), else "http".
+    scheme: str
+    #: The TLS extension's connection-independent part (the server's certificate).
+    server_cert: Optional[str]
 
     def start_task(self, coroutine: Coroutine[Any, Any, None]) -> "asyncio.Task[None]": ...
 

@@ -65,7 +65,7 @@ class WebSocketSession:
         self.upgrade = upgrade
         scope["type"] = "websocket"
         scope["asgi"]["spec_version"] = "2.5"
-        scope["scheme"] = "wss" if self.server.config.scheme == "https" else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = upgrade.subprotocols
         scope["extensions"] = {"websocket.http.response": {}}
         del scope["method"]

@@ -45,9 +45,9 @@ class _Startup:
     """The main thread's view of one serve(): which workers accept."""
 
     def __init__(self, endpoints: Sequence[Endpoint], workers: int,
-                 on_ready: Optional[Callable[[int], None]]) -> None:
+                 on_ready: Optional[Callable[[int], None]], tls: bool) -> None:
         self.addresses = ", ".join(
-            f"{_url(endpoint)} ({interfaces(endpoint)})" for endpoint in endpoints)
+            f"{_url(endpoint, tls)} ({interfaces(endpoint)})" for endpoint in endpoints)
         self.port = endpoints[0].port
         self.workers = workers
         self.on_ready = on_ready
@@ -74,9 +74,10 @@ def _worker_serving(startup_id: int, worker: int) -> None:
             startup.on_ready(startup.port)
 
 
-def _url(endpoint: Endpoint) -> str:
-    return (f"http+unix://{endpoint.address}" if endpoint.family == socket.AF_UNIX
-            else f"http://{endpoint.where}")
+def _url(endpoint: Endpoint, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    return (f"{scheme}+unix://{endpoint.address}" if endpoint.family == socket.AF_UNIX
+            else f"{scheme}://{endpoint.where}")
 
 
 async def _serve_in_worker(app: Union[str, ASGIApp], endpoints: list[Endpoint], config: Config,
@@ -128,7 +129,7 @@ def serve(app: Union[str, ASGIApp], host: str = "127.0.0.1", port: int = 8000, *
         endpoints = [tcp_server(host, port)]
     count = workers or cpu_count()
     startup_id = next(_startup_ids)
-    _startups[startup_id] = _Startup(endpoints, count, on_ready)
+    _startups[startup_id] = _Startup(endpoints, count, on_ready, config.tls is not None)
     try:
         run_on_all_cores(_serve_in_worker, workers=count, parallel=parallel, io=io,
                          args=(app, endpoints, config, startup_id),

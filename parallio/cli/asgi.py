@@ -10,7 +10,8 @@ from .._listen import release
 from . import values
 from .http import add_timeout_options
 from .options import (Commands, access_log_config, add_access_log_options, add_run_options,
-                      listen_endpoints, reloading, runtime_only_options)
+                      listen_endpoints, reloading, runtime_only_options, tls_config,
+                      trusted_proxies)
 
 __all__ = ["COMMANDS"]
 
@@ -58,12 +59,16 @@ def run(args: argparse.Namespace) -> None:
 
     if reloading(args):
         return
+    if args.proxy_protocol:
+        raise ServeError("--proxy-protocol: not available to the asgi command yet (asyncio's "
+                         "server protocol reads no PROXY headers)")
     unsupported = runtime_only_options(args)
     if unsupported:
         raise ServeError(f"{', '.join(unsupported)}: not available to the asgi command yet "
                          "(its workers run parallio's event loop, which these do not supervise)")
     try:
         config = Config(root_path=args.root_path.rstrip("/"), lifespan=args.lifespan,
+                        tls=tls_config(args), forwarded_allow_ips=trusted_proxies(args),
                         header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
                         request_timeout=args.request_timeout, drain_timeout=args.drain_timeout,
                         ws_max_message_size=args.ws_max_size,

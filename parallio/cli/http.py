@@ -8,7 +8,7 @@ import logging
 import os
 
 from . import values
-from .options import Commands, add_access_log_options, add_run_options, serve
+from .options import Commands, add_access_log_options, add_run_options, serve, trusted_proxies
 
 log = logging.getLogger("parallio")
 
@@ -37,24 +37,38 @@ def _run_http_server(args: argparse.Namespace) -> None:
     from ..http.server import FileServer
 
     files = FileServer(args.directory, listing=args.listing,
-                       header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+                       header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                       forwarded_allow_ips=trusted_proxies(args).spec)
     log.info("serving the files under %s", files.root)
     serve(args, files)
 
 
 def _configure_wsgi(parser: argparse.ArgumentParser) -> None:
+    from ..threadpool import DEFAULT_THREADS
+
     parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the WSGI application, importable from the current directory")
     add_run_options(parser, 8000)
     add_timeout_options(parser)
     add_access_log_options(parser)
+    parser.add_argument("--threads", type=values.positive_int, default=DEFAULT_THREADS,
+                        metavar="N",
+                        help="threads per worker that run the application: requests each worker "
+                             "serves at once, however long they block (default %(default)s)")
+    parser.add_argument("--request-timeout", type=values.positive_seconds, default=None,
+                        metavar="SECONDS",
+                        help="answer 503 (and close) when the application has not produced its "
+                             "response in time; its thread is left to finish on its own "
+                             "(default: no limit)")
 
 
 def _run_wsgi(args: argparse.Namespace) -> None:
     from ..http.wsgi import WsgiServer
 
     serve(args, WsgiServer(args.app, header_timeout=args.header_timeout,
-                           idle_timeout=args.idle_timeout))
+                           idle_timeout=args.idle_timeout, threads=args.threads,
+                           request_timeout=args.request_timeout,
+                           forwarded_allow_ips=trusted_proxies(args).spec))
 
 
 def _configure_tefb(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +84,7 @@ def _configure_tefb(parser: argparse.ArgumentParser) -> None:
 def _run_tefb(args: argparse.Namespace) -> None:
     from ..http.tefb import Tefb
 
-    app = Tefb(args.db)
+    app = Tefb(args.db, forwarded_allow_ips=trusted_proxies(args).spec)
     app.prepare()
     log.info("tefb database %s", app.db)
     serve(args, app)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+import os
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import Supervision, _listen, register, run, server
 from .._spec import Endpoint
+from ..trust import DEFAULT_TRUSTED, TrustedAddresses
 from . import values
 from .reload import serve_with_reload
+
+if TYPE_CHECKING:
+    from ..tls import TlsConfig
 
 #: What a module of subcommands provides: name -> (help, configure the
 #: parser, run from parsed arguments).
@@ -21,6 +26,7 @@ DEFAULT_HOST = "127.0.0.1"
 def add_run_options(parser: argparse.ArgumentParser, port: int) -> None:
     """The options every serving subcommand takes."""
     add_listen_options(parser, port)
+    add_edge_options(parser)
     add_worker_options(parser)
 
 
@@ -41,6 +47,55 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     add_supervision_options(parser)
     add_global_options(parser)
+
+
+def add_edge_options(parser: argparse.ArgumentParser) -> None:
+    """TLS and proxies: what every serving command takes for what comes
+    between the client and the protocol."""
+    tls = parser.add_argument_group("TLS (with --certfile the port speaks only TLS)")
+    tls.add_argument("--certfile", metavar="PEM",
+                     help="the server certificate (then its chain), PEM")
+    tls.add_argument("--keyfile", metavar="PEM",
+                     help="its private key, PEM (default: in --certfile)")
+    tls.add_argument("--keyfile-password", metavar="PASSWORD",
+                     help="the password of an encrypted --keyfile")
+    tls.add_argument("--ca-certs", metavar="PEM",
+                     help="CA certificates that client certificates must be signed by")
+    tls.add_argument("--cert-reqs", default="none", metavar="none|optional|required",
+                     help="ask clients for a certificate (verified with --ca-certs): none, "
+                          "optional or required, or 0, 1, 2 (default %(default)s)")
+    tls.add_argument("--ciphers", metavar="LIST",
+                     help="OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)")
+    proxies = parser.add_argument_group("behind proxies")
+    proxies.add_argument("--forwarded-allow-ips", metavar="ADDRESSES",
+                         default=os.environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED),
+                         help="comma-separated addresses and networks (10.0.0.0/8) of the "
+                              "proxies to believe, or '*': their X-Forwarded-For/-Proto/-Host "
+                              "and Forwarded fields, and their PROXY headers, say who the client "
+                              "is (default: $FORWARDED_ALLOW_IPS, else %(default)s)")
+    proxies.add_argument("--proxy-protocol", action="store_true",
+                         help="every connection starts with a PROXY protocol header (v1 or "
+                              "v2, HAProxy's send-proxy), from --forwarded-allow-ips only")
+
+
+def tls_config(args: argparse.Namespace) -> Optional["TlsConfig"]:
+    """The TLS settings of the command line, or None without --certfile."""
+    if not args.certfile:
+        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers"):
+            if getattr(args, option):
+                raise ValueError(f"--{option.replace('_', '-')} needs --certfile")
+        return None
+    from ..tls import TlsConfig
+
+    cert_reqs = args.cert_reqs
+    return TlsConfig(args.certfile, args.keyfile, password=args.keyfile_password,
+                     ca_certs=args.ca_certs,
+                     cert_reqs=int(cert_reqs) if cert_reqs.isdigit() else cert_reqs,
+                     ciphers=args.ciphers)
+
+
+def trusted_proxies(args: argparse.Namespace) -> TrustedAddresses:
+    return TrustedAddresses(args.forwarded_allow_ips)
 
 
 # -- where to listen ------------------------------------------------------------
@@ -81,15 +136,26 @@ def listen_endpoints(args: argparse.Namespace) -> list[Endpoint]:
     if args.host is not None or args.port is not None or not (binds or inherited):
         binds.insert(0, _listen.Bind("tcp", host=args.host or DEFAULT_HOST,
                                      port=args.default_port if args.port is None else args.port))
+    edge: dict[str, Any] = {}
+    if hasattr(args, "certfile"):
+        edge = dict(ssl=tls_config(args), proxy_protocol=args.proxy_protocol,
+                    proxy_allow_ips=trusted_proxies(args).spec)
     endpoints: list[Endpoint] = []
     try:
         for bind in binds:
             if bind.kind == "unix":
-                endpoints.append(server(path=bind.path, mode=args.uds_mode, backlog=args.backlog))
+                endpoints.append(server(path=bind.path, mode=args.uds_mode, backlog=args.backlog,
+                                        **edge))
             elif bind.kind == "fd":
-                endpoints.append(server(fd=bind.fd, backlog=args.backlog))
+                endpoints.append(server(fd=bind.fd, backlog=args.backlog, **edge))
             else:
-                endpoints.append(server(bind.host, bind.port, backlog=args.backlog))
+                endpoints.append(server(bind.host, bind.port, backlog=args.backlog, **edge))
+        for endpoint in inherited:
+            if edge.get("ssl") is not None:
+                from ..tls import ssl_source
+                endpoint.tls = ssl_source(edge["ssl"])
+            if edge.get("proxy_protocol"):
+                endpoint.proxy_allowed = TrustedAddresses(edge["proxy_allow_ips"])
     except BaseException:
         for endpoint in endpoints + inherited:
             _listen.release(endpoint)

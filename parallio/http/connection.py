@@ -23,8 +23,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..edge import EdgeTransport
 from ..supervision import concurrency_limit
+from ..trust import TrustedAddresses
 from .accesslog import WorkerAccessLog
+from .forwarded import Forwarded, resolve
 from .parser import HttpError, Limits, Request, RequestParser
 from .response import CONTINUE_RESPONSE, SERVER_HEADER, simple_response
 
@@ -52,16 +55,18 @@ class HttpProtocol:
     it), ``idle_timeout``
     (seconds a kept-alive connection may wait for its next request, and a
     request body or a response may go without progress, before it is
-    closed).
+    closed). ``forwarded_allow_ips`` are the proxies whose forwarding fields
+    are believed (see :meth:`forwarded`).
     """
 
     __slots__ = ("transport", "parser", "active", "quiet", "waiting", "served", "served_seen",
                  "sent_seen", "charged", "worker_http", "holding", "draining", "over_limit",
-                 "access", "started", "status", "sent")
+                 "access", "started", "status", "sent", "_forwarded")
 
     limits: Limits = Limits()
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    forwarded_allow_ips: TrustedAddresses = TrustedAddresses()
     #: Bytes of unfinished requests all connections of a worker may buffer.
     body_budget: int = 256 * 1024 * 1024
 
@@ -76,6 +81,7 @@ class HttpProtocol:
         #: Requests answered, and how many there were at the last sweep.
         self.served = 0
         self.served_seen = 0
+        self._forwarded: tuple[Request, Forwarded] | None = None
         #: What the transport had sent at the last sweep.
         self.sent_seen = 0
         #: What this connection's unfinished request holds of the budget.
@@ -103,6 +109,9 @@ class HttpProtocol:
         self.worker_http.discard(self)
         if self.access is not None:
             self.access.closed()
+        # The cached request points back here (request.origin): no cycle
+        # outlives the connection.
+        self._forwarded = None
 
     def note(self, response: bytes, body_bytes: int | None = None) -> None:
         """For the access log: ``response``, a whole response, or its head
@@ -147,6 +156,7 @@ class HttpProtocol:
         access = self.access
         while (request := next_request()) is not None:
             self.served += 1
+            request.origin = self
             counters.requests += 1
             if self.draining:
                 if self.over_limit:
@@ -187,6 +197,19 @@ class HttpProtocol:
             self._serve(transport)
         except HttpError as error:
             self.refuse(transport, error.status, error.reason)
+
+    def forwarded(self, request: Request) -> Forwarded:
+        """Where ``request`` came from as the application sees it (what
+        ``request.client``, ``.scheme`` and ``.host`` say): the peer and the
+        connection's scheme, or what trusted proxies' fields say."""
+        cached = self._forwarded
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        transport = self.transport
+        result = resolve(request.headers, transport.peer, connection_scheme(transport),
+                         self.forwarded_allow_ips)
+        self._forwarded = (request, result)
+        return result
 
     def connection_draining(self, transport: "Transport") -> None:
         """The server is stopping. A request in progress is answered, with
@@ -294,6 +317,11 @@ class HttpProtocol:
             self.quiet = 0.0
         else:
             self.quiet += elapsed
+
+
+def connection_scheme(transport: "Transport") -> str:
+    """"https" on a TLS connection, else "http"."""
+    return "https" if isinstance(transport, EdgeTransport) and transport.is_tls else "http"
 
 
 class WorkerHttp:

@@ -27,6 +27,7 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .._ref import ObjectRef
+from ..trust import TrustedAddresses
 from .connection import HttpProtocol
 from .parser import Request
 from .response import SERVER_HEADER, render_result, simple_response
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 _NOT_ROUTES = frozenset((
     "connection_made", "data_received", "lines_received", "send_complete",
     "exception_handler", "connection_lost", "initial_bytes_to_send",
-    "next_bytes_to_send", "handle_request", "refuse", "check_timeouts",
+    "next_bytes_to_send", "handle_request", "refuse", "check_timeouts", "forwarded",
 ))
 _ALLOW = [("Allow", "GET, HEAD"), ("Server", "parallio")]
 
@@ -73,6 +74,8 @@ def fast_path_protocol(app_class: type) -> type:
         limits = getattr(app_class, "limits", HttpProtocol.limits)
         header_timeout = getattr(app_class, "header_timeout", HttpProtocol.header_timeout)
         idle_timeout = getattr(app_class, "idle_timeout", HttpProtocol.idle_timeout)
+        forwarded_allow_ips = TrustedAddresses.of(
+            getattr(app_class, "forwarded_allow_ips", HttpProtocol.forwarded_allow_ips))
 
         def connection_made(self, transport: "Transport") -> None:
             HttpProtocol.connection_made(self, transport)

@@ -93,8 +93,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Union
 from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from .forwarded import Forwarded
 
 __all__ = ["HttpError", "Limits", "Headers", "Request", "RequestParser", "EndOfMessage",
            "TCHAR"]
@@ -289,6 +292,11 @@ class Request:
     the head; ``body`` stays empty.
 
     ``headers`` is made on first use from the head's field section.
+
+    A server sets ``origin`` to the connection the request came on; then
+    ``client``, ``scheme`` and ``host`` say where the request came from as
+    the application should see it, trusted proxies' ``X-Forwarded-*`` and
+    ``Forwarded`` fields applied (:mod:`parallio.http.forwarded`).
     """
 
     __slots__ = (
@@ -305,7 +313,10 @@ class Request:
         "expect_continue",
         "authority",
         "has_body",
+        "origin",
     )
+
+    origin: Optional["RequestOrigin"]
 
     def __init__(
         self,
@@ -335,6 +346,32 @@ class Request:
         self.body = body
         self.trailers = trailers
         self.has_body = False
+        # ``origin`` stays unset until a server sets it: nothing per request
+        # for what only applications asking where a request came from use.
+
+    @property
+    def client(self) -> object:
+        """The client's address, ``(host, port)``: the peer, or what a
+        trusted proxy said (port 0 if it named none); None without origin."""
+        origin = self._origin()
+        return None if origin is None else origin.forwarded(self).client
+
+    @property
+    def scheme(self) -> str:
+        """"https" or "http": what the client used, a trusted proxy's word included."""
+        origin = self._origin()
+        return "http" if origin is None else origin.forwarded(self).scheme
+
+    @property
+    def host(self) -> str:
+        """The host the client asked for: a trusted proxy's
+        ``X-Forwarded-Host``/``Forwarded: host=``, else :attr:`authority`."""
+        origin = self._origin()
+        host = None if origin is None else origin.forwarded(self).host
+        return host if host is not None else self.authority
+
+    def _origin(self) -> Optional["RequestOrigin"]:
+        return getattr(self, "origin", None)
 
     @property
     def headers(self) -> Headers:
@@ -350,6 +387,12 @@ class Request:
             f"headers={len(self.headers)} body={len(self.body)}B "
             f"keep_alive={self.keep_alive}>"
         )
+
+
+class RequestOrigin(Protocol):
+    """What :attr:`Request.origin` is: the connection a request came on."""
+
+    def forwarded(self, request: "Request") -> "Forwarded": ...
 
 
 class EndOfMessage:

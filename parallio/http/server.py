@@ -79,6 +79,7 @@ from urllib.parse import parse_qsl
 
 from .._ref import ObjectRef
 from ..stream import HIGH_WATER
+from ..trust import TrustedAddresses
 from .connection import HttpProtocol
 from .parser import HttpError, Limits, Request
 from .response import (
@@ -706,18 +707,24 @@ class HttpServer:
     the seconds a kept-alive connection may stay silent, and a client may
     leave a response unread, before it is closed; ``body_budget`` bounds the
     bytes all unfinished requests of a worker may buffer together (past it,
-    503). Each can also be set as a class attribute of a subclass.
+    503). ``forwarded_allow_ips`` (addresses, networks or ``*``; default
+    127.0.0.1) are the proxies whose ``X-Forwarded-*``/``Forwarded`` fields
+    set ``request.client``, ``.scheme`` and ``.host``. Each can also be set
+    as a class attribute of a subclass.
     """
 
     limits: Limits = HttpProtocol.limits
     header_timeout: float = HttpProtocol.header_timeout
     idle_timeout: float = HttpProtocol.idle_timeout
     body_budget: int = HttpProtocol.body_budget
+    forwarded_allow_ips: Union[str, Sequence[str], TrustedAddresses] = \
+        HttpProtocol.forwarded_allow_ips
 
     __parallio_protocol__ = _AsProtocol()
 
     def __init__(self, *, limits: Optional[Limits] = None, header_timeout: Optional[float] = None,
-                 idle_timeout: Optional[float] = None, body_budget: Optional[int] = None) -> None:
+                 idle_timeout: Optional[float] = None, body_budget: Optional[int] = None,
+                 forwarded_allow_ips: Union[str, Sequence[str], None] = None) -> None:
         if body_budget is not None:
             self.body_budget = body_budget
         if limits is not None:
@@ -726,6 +733,9 @@ class HttpServer:
             self.header_timeout = header_timeout
         if idle_timeout is not None:
             self.idle_timeout = idle_timeout
+        if forwarded_allow_ips is not None:
+            self.forwarded_allow_ips = forwarded_allow_ips
+        self.forwarded_allow_ips = TrustedAddresses.of(self.forwarded_allow_ips)
         if self.header_timeout <= 0 or self.idle_timeout <= 0:
             raise ValueError("timeouts must be positive")
         self._module = _caller_module(self)
@@ -812,6 +822,7 @@ class HttpServer:
                 f"HttpServer[{type(self).__qualname__}]", (_ServerProtocol,),
                 {"app": self, "limits": self.limits, "header_timeout": self.header_timeout,
                  "idle_timeout": self.idle_timeout, "body_budget": self.body_budget,
+                 "forwarded_allow_ips": self.forwarded_allow_ips,
                  "__module__": __name__, "__slots__": ()})
         return self._protocol
 
@@ -922,7 +933,8 @@ class FileServer:
     def __init__(self, root: str | os.PathLike, *, listing: bool = False,
                  index: Sequence[str] = ("index.html", "index.htm"),
                  header_timeout: Optional[float] = None,
-                 idle_timeout: Optional[float] = None) -> None:
+                 idle_timeout: Optional[float] = None,
+                 forwarded_allow_ips: Union[str, Sequence[str], None] = None) -> None:
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"{os.fsdecode(root)!r} is not a directory")
@@ -930,6 +942,7 @@ class FileServer:
         self.index = tuple(index)
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.forwarded_allow_ips = forwarded_allow_ips
 
     def __getstate__(self) -> dict:
         return {name: value for name, value in vars(self).items() if name != "_protocol"}
@@ -940,7 +953,8 @@ class FileServer:
     def __parallio_protocol__(self) -> type:
         protocol = self.__dict__.get("_protocol")
         if protocol is None:
-            server = HttpServer(header_timeout=self.header_timeout, idle_timeout=self.idle_timeout)
+            server = HttpServer(header_timeout=self.header_timeout, idle_timeout=self.idle_timeout,
+                                forwarded_allow_ips=self.forwarded_allow_ips)
             server.static("/", self.root, listing=self.listing, index=self.index)
             protocol = self._protocol = server.protocol_class
         return protocol

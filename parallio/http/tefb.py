@@ -69,8 +69,10 @@ class Tefb:
     Call :meth:`prepare` on the main thread first to create the database.
     """
 
-    def __init__(self, db: Optional[str] = None) -> None:
+    def __init__(self, db: Optional[str] = None, *,
+                 forwarded_allow_ips: Optional[str] = None) -> None:
         self.db = tefb_db.normalize(db or tefb_db.default_url())
+        self.forwarded_allow_ips = forwarded_allow_ips
         self._local = threading.local()
         self._protocol: Optional[type] = None
 
@@ -79,10 +81,10 @@ class Tefb:
         tefb_db.prepare(self.db)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"db": self.db}
+        return {"db": self.db, "forwarded_allow_ips": self.forwarded_allow_ips}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["db"])  # type: ignore[misc]
+        self.__init__(state["db"], forwarded_allow_ips=state["forwarded_allow_ips"])  # type: ignore[misc]
 
     def __parallio_ref__(self) -> ObjectRef:
         # The path names the module workers must import: for PostgreSQL
@@ -99,7 +101,7 @@ class Tefb:
 
     def server(self) -> HttpServer:
         """A new HttpServer with the benchmark's routes."""
-        server = HttpServer()
+        server = HttpServer(forwarded_allow_ips=self.forwarded_allow_ips)
         server.route("/json")(self.json)
         server.route("/plaintext")(self.plaintext)
         server.route("/db")(self.single_query)

@@ -54,11 +54,13 @@ class Client:
     def read(self, method: str = "GET") -> Reply:
         """The next response; ``method`` of its request decides whether a
         body follows (HEAD: never)."""
-        while b"\r\n\r\n" not in self.buffer:
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
             if not self._fill():
                 raise ConnectionError(f"closed before a full head: {bytes(self.buffer)[:200]!r}")
-        head, _, _ = bytes(self.buffer).partition(b"\r\n\r\n")
-        del self.buffer[:len(head) + 4]
+        # Only the head is copied: a buffer of many pipelined responses is
+        # not copied once per response.
+        head = bytes(self.buffer[:end])
+        del self.buffer[:end + 4]
         lines = head.split(b"\r\n")
         version, status, reason = lines[0].split(b" ", 2)
         assert version == b"HTTP/1.1", lines[0]
@@ -96,11 +98,11 @@ class Client:
     def _read_chunked(self) -> bytes:
         body = bytearray()
         while True:
-            while b"\r\n" not in self.buffer:
+            while (end := self.buffer.find(b"\r\n")) < 0:
                 if not self._fill():
                     raise ConnectionError("closed inside a chunked body")
-            line, _, _ = bytes(self.buffer).partition(b"\r\n")
-            del self.buffer[:len(line) + 2]
+            line = bytes(self.buffer[:end])
+            del self.buffer[:end + 2]
             size = int(line, 16)
             assert size or line == b"0", line
             while len(self.buffer) < size + 2:

@@ -328,7 +328,8 @@ def test_client_that_stops_reading_is_cut_after_the_idle_timeout(combo, tmp_path
 
 def test_requests_held_during_a_stream_are_bounded(combo):
     pieces = 512  # a 32 MiB stream
-    with serving(APP, combo) as runtime, Client(address_of(runtime), timeout=20) as client:
+    with serving("tests._http_apps:patient", combo) as runtime, \
+            Client(address_of(runtime), timeout=20) as client:
         client.send(encode_request("GET", f"/stream?pieces={pieces}&size=65536"))
         # 2 MiB of pipelined requests sent while the stream runs.
         count = 2 * 1024 * 1024 // 40

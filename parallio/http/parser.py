@@ -1271,7 +1271,8 @@ class RequestParser:
             block = buf[pos:end]
             lines = block.decode("latin-1").split("\r\n")
             _check_field_bytes(block, len(lines))
-            if end - pos > limits.max_header_block:
+            # Field lines with their CRLFs, as for the header section.
+            if end + 2 - pos > limits.max_header_block:
                 raise HttpError(431, f"trailer section larger than {limits.max_header_block} bytes")
             trailers, special = _parse_fields(lines, limits)
             for key, _ in special:

@@ -697,6 +697,27 @@ def test_trailer_section_limits() -> None:
     assert status_of(chunked_request(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), limits) == 431
     assert status_of(chunked_request(b"0\r\nA: " + b"x" * 40 + b"\r\n\r\n"), limits) == 431
     assert status_of(chunked_request(b"0\r\nA: " + b"x" * 40), limits) == 431  # incomplete
+    # The limit counts each field line with its CRLF, as for the header
+    # section, whether the section arrives whole or a byte at a time: 40
+    # bytes pass, 41 do not.
+    for size, allowed in ((40, True), (41, False)):
+        section = b"A: " + b"x" * (size - 5) + b"\r\n"
+        assert len(section) == size
+        whole = chunked_request(b"0\r\n" + section + b"\r\n")
+        if allowed:
+            assert len(parse(whole, limits)) == 1
+        else:
+            assert status_of(whole, limits) == 431
+        parser = RequestParser(limits)
+        verdict = None
+        try:
+            for byte in range(len(whole)):
+                parser.feed(whole[byte:byte + 1])
+                while parser.next_request() is not None:
+                    verdict = "request"
+        except HttpError as error:
+            verdict = error.status
+        assert verdict == ("request" if allowed else 431), (size, verdict)
 
 
 # --- Expect: 100-continue -------------------------------------------------------------

@@ -392,8 +392,11 @@ def target_form_ok(method: bytes, target: bytes) -> bool:
     if target == b"*":
         return method == b"OPTIONS"
     if method == b"CONNECT":
+        # authority-form: host ":" port, and the host has no colon of its
+        # own unless it is an IP literal in brackets (RFC 3986 §3.2.2).
         host, _, port = target.rpartition(b":")
-        return bool(host) and port.isdigit() and HOST_RE.fullmatch(host) is not None
+        return (bool(host) and port.isdigit() and HOST_RE.fullmatch(host) is not None
+                and (b":" not in host or host.startswith(b"[")))
     return ABSOLUTE_RE.fullmatch(target) is not None
 
 

@@ -16,23 +16,13 @@ import pytest
 
 from parallio import Runtime, Supervision
 from parallio.cli import build_parser
-from parallio.host import InterpretersHost
 
 from ._http_client import Client
 from ._load import Load
 from .test_cli import ROOT, start_cli, start_server_process, stop
-from .test_faults import LAYOUTS, address, running
+from .test_faults import address, layout, running  # noqa: F401 (layout: the fixture)
 
 A = "tests._supervision_apps:"
-
-
-@pytest.fixture(params=LAYOUTS)
-def layout(request) -> str:
-    if request.param in ("interpreters", "groups"):
-        reason = InterpretersHost.unavailable_reason()
-        if reason:
-            pytest.skip(reason)
-    return request.param
 
 
 def layout_options(layout: str, workers: int = 2) -> list[str]:

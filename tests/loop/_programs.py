@@ -36,7 +36,10 @@ async def serve_echo() -> None:
     says it serves on stderr once listening."""
     port = int(os.environ["PARALLIO_TEST_PORT"])
     server = await asyncio.start_server(_echo, "127.0.0.1", port, reuse_port=True)
-    print(f"worker {current_worker().seq_id} serving", file=sys.stderr, flush=True)  # type: ignore[union-attr]
+    # One write per line: print() writes the text and its newline apart, and
+    # two workers on threads would interleave them.
+    sys.stderr.write(f"worker {current_worker().seq_id} serving\n")  # type: ignore[union-attr]
+    sys.stderr.flush()
     async with server:
         await server.serve_forever()
 

@@ -34,6 +34,7 @@ needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None,
 
 
 @needs_wrk
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_quick_bench_runs_and_every_server_answers(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(

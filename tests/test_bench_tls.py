@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(None in (find_binary("wrk"), find_binary("nginx"), find_binary("openssl")),
                     reason="needs wrk, nginx and openssl (scripts/test installs them)")
+@pytest.mark.long
 @pytest.mark.timeout(180)
 def test_tls_bench_runs():
     result = subprocess.run([sys.executable, "-m", "parallio.bench.tls", "--duration", "1",

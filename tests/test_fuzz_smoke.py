@@ -35,6 +35,7 @@ def test_seed_corpus_replays(name: str) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
                     reason="atheris has no wheel for this Python or platform")
+@pytest.mark.long
 @pytest.mark.timeout(300)  # it is bounded by its own time limits; this is for a loaded machine
 def test_short_fuzzing_pass(tmp_path) -> None:
     seconds = max(1, FUZZING_SECONDS // len(HARNESSES))

@@ -49,6 +49,7 @@ def _serve_once() -> None:
     assert status == 0, err
 
 
+@pytest.mark.long
 @pytest.mark.timeout(240)
 def test_serve_on_the_threads_host_50_times():
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -9,6 +9,8 @@ import pytest
 from .stress import slowloris, trickle
 from .stress.soak import soak
 
+pytestmark = pytest.mark.long
+
 
 @pytest.mark.timeout(180)
 def test_soak_for_a_minute(capsys):

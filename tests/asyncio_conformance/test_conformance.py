@@ -18,13 +18,14 @@ from .run import MODULE_TIMEOUT, MODULES, run_in_child
 IO_MODULES = ["test_events", "test_sock_lowlevel", "test_streams", "test_server",
               "test_sendfile", "test_sslproto"]
 
-CASES = [(name, "auto") for name in MODULES]
+CASES = [pytest.param(name, "auto", id=f"{name}-auto") for name in MODULES]
 if uring_unavailable_reason() is None:
-    CASES += [(name, "epoll") for name in IO_MODULES]
+    CASES += [pytest.param(name, "epoll", id=f"{name}-epoll", marks=pytest.mark.long)
+              for name in IO_MODULES]
 
 
 @pytest.mark.timeout(MODULE_TIMEOUT + 30)
-@pytest.mark.parametrize(("module", "io"), CASES, ids=[f"{m}-{io}" for m, io in CASES])
+@pytest.mark.parametrize(("module", "io"), CASES)
 def test_cpython_asyncio_module_passes_on_parallios_loop(module, io, tmp_path):
     if importlib.util.find_spec("test.test_asyncio") is None:
         pytest.skip("this Python was built without its test package (Lib/test)")

@@ -16,6 +16,7 @@ import pytest
 from ..test_cli import ROOT
 
 
+@pytest.mark.long
 @pytest.mark.timeout(240)
 def test_bench_runs_and_every_server_answers_alike(sample_data, tmp_path):
     if shutil.which("wrk") is None:

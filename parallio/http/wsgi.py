@@ -706,22 +706,9 @@ class _WsgiProtocol(HttpProtocol):
         self.transport.loop.counters.callback_errors += 1
         exchange.finished = True
         exchange.stop(ConnectionError("the response failed"))
-        stream = exchange.stream
-        transport = self.transport
         self.exchange = None
-        if transport.closing:
-            return
-        if stream is not None and stream.flushed:
-            # Part of the response may be out: only a cut connection can
-            # tell the client it is incomplete.
-            transport.abort()
-            return
-        if self.access is not None:
-            self._log(exchange, 500, len(b"Internal Server Error\n"))
-        transport.send(simple_response(
-            500, b"Internal Server Error\n", keep_alive=False, extra_headers=SERVER_HEADER,
-            request_version=exchange.request.http_version))
-        transport.close()
+        if not self.transport.closing:
+            self._end_with(exchange, 500, b"Internal Server Error\n")
 
     def _timed_out(self, exchange: _Exchange) -> None:
         exchange.timer = None
@@ -734,16 +721,22 @@ class _WsgiProtocol(HttpProtocol):
         exchange.stop(TimeoutError("the request timed out"))
         self.pool.abandon(exchange)
         self.exchange = None
-        stream = exchange.stream
+        self._end_with(exchange, 503, b"503 Service Unavailable: the request timed out\n")
+
+    def _end_with(self, exchange: _Exchange, status: int, body: bytes) -> None:
+        """End a response that cannot go on: answer ``status`` and close, or,
+        if part of the response is out already, cut the connection (only
+        that tells the client it is incomplete)."""
         transport = self.transport
+        stream = exchange.stream
         if stream is not None and stream.flushed:
             transport.abort()
             return
         if self.access is not None:
-            self._log(exchange, 503, len(b"503 Service Unavailable: the request timed out\n"))
+            self._log(exchange, status, len(body))
         transport.send(simple_response(
-            503, b"503 Service Unavailable: the request timed out\n", keep_alive=False,
-            extra_headers=SERVER_HEADER, request_version=request.http_version))
+            status, body, keep_alive=False, extra_headers=SERVER_HEADER,
+            request_version=exchange.request.http_version))
         transport.close()
 
     def _log(self, exchange: _Exchange, status: int, body_bytes: int) -> None:
